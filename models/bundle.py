@@ -1,0 +1,176 @@
+"""The model bundle: text features, the heads the training data had labels for, risk thresholds.
+
+`ModelBundle.predict` is the one way every caller (CLI, service, benchmarks) scores text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from sklearn.feature_extraction import FeatureHasher
+
+from models.features import BlockTfidf, NgramCounter, StructuredEncoder, term_phrase
+from models.heads import LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
+from models.text import clean
+
+FORMAT_VERSION = 1
+TEXT_HEADS = ("category", "cause")
+RISK_LEVELS = ("高", "中", "低")
+
+
+@dataclass
+class PredictConfig:
+    """Serving choices stored with the bundle; the service may override them per deployment."""
+
+    top_k: int = 3
+    review_threshold: float = 0.5  # below this top-1 probability a category/cause needs a human
+    n_phrases: int = 5
+    high_recall: float = 0.5  # 高: the score above which half of the disputes lie (validation data)
+    medium_recall: float = 0.85  # 中: the score above which 85% of the disputes lie
+
+
+@dataclass
+class ModelBundle:
+    counter: NgramCounter
+    tfidf: BlockTfidf
+    heads: dict[str, Any]
+    structured: StructuredEncoder | None = None
+    risk_thresholds: dict[str, float] = field(default_factory=dict)
+    config: PredictConfig = field(default_factory=PredictConfig)
+    meta: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    # --- features ------------------------------------------------------------------------------
+    def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        return self.tfidf.transform(self.counter.transform(texts))
+
+    def structured_features(self, fields: pd.DataFrame | Sequence[Mapping] | None, n: int) -> np.ndarray:
+        if self.structured is None:
+            return np.zeros((n, 0), dtype=np.float32)
+        frame = fields if isinstance(fields, pd.DataFrame) else pd.DataFrame(list(fields or [{}] * n))
+        if len(frame) != n:
+            raise ValueError(f"{len(frame)} rows of fields for {n} texts")
+        return self.structured.transform(frame.reset_index(drop=True))
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self.heads)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "unregistered"))
+
+    # --- prediction ----------------------------------------------------------------------------
+    def risk_level(self, score: float) -> str:
+        if score >= self.risk_thresholds.get("高", math.inf):
+            return "高"
+        if score >= self.risk_thresholds.get("中", math.inf):
+            return "中"
+        return "低"
+
+    def predict(self, texts: Sequence[str], fields: pd.DataFrame | Sequence[Mapping] | None = None,
+                explain: bool = True, already_clean: bool = False) -> list[dict[str, Any]]:
+        """Score texts; `fields` holds the structured values (channel, repeat_count, ...) per text."""
+        texts = list(texts) if already_clean else [clean(t) for t in texts]
+        if not texts:
+            return []
+        return self.predict_features(self.features(texts), fields, texts if explain else None)
+
+    def predict_features(self, X: sparse.csr_matrix, fields: pd.DataFrame | Sequence[Mapping] | None = None,
+                         texts: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Predictions from TF-IDF rows; with the cleaned `texts` given, each head also gets its phrases."""
+        n = X.shape[0]
+        out: list[dict[str, Any]] = [{"model_version": self.version} for _ in range(n)]
+        reasons: list[list[str]] = [[] for _ in range(n)]
+        explained: dict[str, list] = {}
+        for name in TEXT_HEADS:
+            head = self.heads.get(name)
+            if head is None:
+                continue
+            proba = head.predict_proba(X)
+            k = min(self.config.top_k, proba.shape[1])
+            order = np.argsort(-proba, axis=1)[:, :k]
+            multilabel = isinstance(head, MultiLabelTextClassifier)
+            for i in range(n):
+                top = [{"label": str(head.classes_[j]), "probability": round(float(proba[i, j]), 4)}
+                       for j in order[i]]
+                result = {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
+                if multilabel:
+                    result["labels"] = [str(head.classes_[j]) for j in np.flatnonzero(proba[i] >= head.threshold)] \
+                        or [top[0]["label"]]
+                if top[0]["probability"] < self.config.review_threshold:
+                    reasons[i].append(f"{name}_low_confidence")
+                out[i][name] = result
+            explained[name] = [order[i, 0] for i in range(n)]
+        risk = self.heads.get("risk")
+        if risk is not None:
+            S = self.structured_features(fields, n)
+            scores = risk.risk_score(X, S)
+            for i in range(n):
+                s = float(scores[i])
+                out[i]["risk"] = {"score": round(s, 4), "level": self.risk_level(s)}
+        for i in range(n):
+            out[i]["needs_review"] = bool(reasons[i])
+            out[i]["review_reasons"] = reasons[i]
+        if texts is not None:
+            self._explain(texts, X, out, explained)
+        return out
+
+    def _explain(self, texts, X, out, explained) -> None:
+        hasher = FeatureHasher(n_features=self.counter.n_features, input_type="string", alternate_sign=False)
+        nf = self.counter.n_features
+        for i, text in enumerate(texts):
+            word_terms, char_terms = self.counter.terms(text)
+            terms = word_terms + char_terms
+            if not terms:
+                for name in out[i]:
+                    if isinstance(out[i][name], dict):
+                        out[i][name]["phrases"] = []
+                continue
+            cols = hasher.transform([[t] for t in terms]).indices.astype(np.int64)
+            cols[len(word_terms):] += nf  # char block sits after the word block
+            row = X.getrow(i)
+            for name, head in self.heads.items():
+                if name == "risk":
+                    idx, contrib = head.contributions(row)
+                else:
+                    idx, contrib = head.contributions(row, explained[name][i])
+                out[i][name]["phrases"] = _top_phrases(terms, cols, idx, contrib, self.config.n_phrases)
+
+
+def _top_phrases(terms: list[str], cols: np.ndarray, idx: np.ndarray, contrib: np.ndarray,
+                 n: int) -> list[dict[str, float]]:
+    """The phrases of the text whose features pushed hardest towards the decision."""
+    weight_of = dict(zip(idx.tolist(), contrib.tolist(), strict=True))
+    by_phrase: dict[str, float] = {}
+    for term, col in zip(terms, cols.tolist(), strict=True):
+        w = weight_of.get(col, 0.0)
+        if w <= 0:
+            continue
+        phrase = term_phrase(term)
+        if len(phrase) < 2:  # single characters explain nothing to a reader
+            continue
+        by_phrase[phrase] = max(by_phrase.get(phrase, 0.0), w)
+    chosen: list[tuple[str, float]] = []
+    for phrase, w in sorted(by_phrase.items(), key=lambda kv: -kv[1]):
+        if any(phrase in c or c in phrase for c, _ in chosen):
+            continue
+        chosen.append((phrase, w))
+        if len(chosen) == n:
+            break
+    return [{"phrase": p, "weight": round(w, 4)} for p, w in chosen]
+
+
+def new_bundle(*, counter: NgramCounter | None = None, config: PredictConfig | None = None) -> ModelBundle:
+    return ModelBundle(counter=counter or NgramCounter(), tfidf=BlockTfidf(), heads={},
+                       config=config or PredictConfig())
+
+
+__all__ = ["FORMAT_VERSION", "ModelBundle", "PredictConfig", "RISK_LEVELS", "TEXT_HEADS",
+           "LinearTextClassifier", "MultiLabelTextClassifier", "RiskClassifier", "new_bundle"]

@@ -1,0 +1,227 @@
+"""Prediction heads: calibrated multi-class, multi-label and binary-risk classifiers.
+
+Each follows the scikit-learn estimator contract (fit / predict / predict_proba) and, once fitted,
+keeps only float32 weights and a few calibration numbers, so the bundle is small and prediction
+is one sparse product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.svm import LinearSVC
+
+
+def _compact(coef: np.ndarray) -> sparse.csr_matrix:
+    """Weights as float32 CSR with exact zeros dropped (hashed columns never seen stay zero)."""
+    m = sparse.csr_matrix(np.asarray(coef, dtype=np.float32))
+    m.eliminate_zeros()
+    return m
+
+
+def stratified_folds(y: np.ndarray, n_splits: int, random_state: int = 0):
+    """Shuffled stratified folds; plain shuffled folds where a class has a single row."""
+    smallest = np.bincount(np.unique(y, return_inverse=True)[1]).min()
+    if smallest < 2:
+        return KFold(n_splits, shuffle=True, random_state=random_state).split(np.zeros(len(y)))
+    return StratifiedKFold(min(n_splits, smallest), shuffle=True, random_state=random_state).split(
+        np.zeros(len(y)), y)
+
+
+def sliced_splits(X):
+    """Out-of-fold splits that slice already-built features. fit_bundle passes a better provider that
+    refits the IDF inside each fold, so held-out rows look like new text (their rare terms unseen)."""
+    def splits(y: np.ndarray, n_splits: int):
+        for tr, te in stratified_folds(y, n_splits):
+            yield tr, te, X[tr], X[te]
+    return splits
+
+
+def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
+    """The softmax temperature that minimises the log-loss of out-of-fold scores."""
+    def nll(log_t: float) -> float:
+        lp = log_softmax(scores * np.exp(log_t), axis=1)
+        return -lp[np.arange(len(y_index)), y_index].mean()
+    return float(np.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded").x))
+
+
+class LinearTextClassifier(ClassifierMixin, BaseEstimator):
+    """Multi-class linear SVM whose scores are calibrated by temperature scaling.
+
+    The temperature is fitted on out-of-fold scores, so probabilities mean what they say on unseen
+    text; argmax is unchanged by calibration.
+    """
+
+    def __init__(self, C: float = 1.5, class_weight: str | None = None, calibration_folds: int = 3):
+        self.C = C
+        self.class_weight = class_weight
+        self.calibration_folds = calibration_folds
+
+    def _svm(self) -> LinearSVC:
+        return LinearSVC(C=self.C, class_weight=self.class_weight)
+
+    @staticmethod
+    def _scores(svm: LinearSVC, X) -> np.ndarray:
+        d = svm.decision_function(X)
+        return np.column_stack([-d, d]) if d.ndim == 1 else d
+
+    def fit(self, X, y, cv=None):
+        """`cv(y, k)` yields (train, test, X_train, X_test) for the calibration folds."""
+        self.classes_, y_index = np.unique(np.asarray(y), return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError("a classifier needs at least two classes")
+        oof = np.zeros((X.shape[0], len(self.classes_)))
+        for tr, te, X_tr, X_te in (cv or sliced_splits(X))(y_index, self.calibration_folds):
+            svm = self._svm().fit(X_tr, y_index[tr])
+            scores = self._scores(svm, X_te)
+            oof[np.ix_(te, np.unique(y_index[tr]))] = scores
+        self.temperature_ = fit_temperature(oof, y_index)
+        svm = self._svm().fit(X, y_index)
+        coef = svm.coef_ if len(self.classes_) > 2 else np.vstack([-svm.coef_[0], svm.coef_[0]])
+        icpt = svm.intercept_ if len(self.classes_) > 2 else np.array([-svm.intercept_[0], svm.intercept_[0]])
+        self.coef_ = _compact(coef)
+        self.intercept_ = icpt.astype(np.float32)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray((X @ self.coef_.T).toarray() if sparse.issparse(X) else X @ self.coef_.T.toarray()) + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        return softmax(self.decision_function(X) * self.temperature_, axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+    def contributions(self, x_row: sparse.csr_matrix, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(column, weight × value) of the features present in one row, for one class."""
+        w = self.coef_.getrow(class_index).toarray().ravel()
+        return x_row.indices, x_row.data * w[x_row.indices]
+
+
+class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
+    """One-vs-rest linear SVMs with Platt-scaled scores; a text gets every label over its threshold
+    (and always its best one)."""
+
+    def __init__(self, C: float = 1.0, threshold: float = 0.5, calibration_folds: int = 3):
+        self.C = C
+        self.threshold = threshold
+        self.calibration_folds = calibration_folds
+
+    def fit(self, X, Y, cv=None):
+        """Y: a list of label lists; `cv` as for LinearTextClassifier."""
+        self.classes_ = np.array(sorted({lab for labels in Y for lab in labels}))
+        index = {c: i for i, c in enumerate(self.classes_)}
+        M = np.zeros((X.shape[0], len(self.classes_)), dtype=np.int8)
+        for i, labels in enumerate(Y):
+            for lab in labels:
+                M[i, index[lab]] = 1
+        coefs, icpts, self.platt_ = [], [], []
+        for k in range(len(self.classes_)):
+            yk = M[:, k]
+            oof = np.zeros(len(yk))
+            for tr, te, X_tr, X_te in (cv or sliced_splits(X))(yk, self.calibration_folds):
+                oof[te] = LinearSVC(C=self.C).fit(X_tr, yk[tr]).decision_function(X_te)
+            platt = LogisticRegression(C=1e4).fit(oof[:, None], yk)
+            self.platt_.append((float(platt.coef_[0, 0]), float(platt.intercept_[0])))
+            svm = LinearSVC(C=self.C).fit(X, yk)
+            coefs.append(svm.coef_[0])
+            icpts.append(svm.intercept_[0])
+        self.coef_ = _compact(np.vstack(coefs))
+        self.intercept_ = np.asarray(icpts, dtype=np.float32)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray((X @ self.coef_.T).toarray()) + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        a = np.array([p[0] for p in self.platt_])
+        b = np.array([p[1] for p in self.platt_])
+        return expit(self.decision_function(X) * a + b)
+
+    def predict(self, X) -> list[list[str]]:
+        proba = self.predict_proba(X)
+        out = []
+        for row in proba:
+            chosen = np.flatnonzero(row >= self.threshold)
+            if len(chosen) == 0:
+                chosen = [int(row.argmax())]
+            out.append([str(self.classes_[k]) for k in chosen])
+        return out
+
+    def contributions(self, x_row: sparse.csr_matrix, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+        w = self.coef_.getrow(class_index).toarray().ravel()
+        return x_row.indices, x_row.data * w[x_row.indices]
+
+
+class RiskClassifier(ClassifierMixin, BaseEstimator):
+    """Dispute probability from text and structured fields, by stacking.
+
+    A text-only logistic regression is fitted first; its out-of-fold logit joins the structured
+    features in a small second logistic regression. Appending sparse one-hot fields to the text
+    model directly drowns the weak text signal (CFPB: 0.617 → 0.597 ROC-AUC); stacking keeps both,
+    and the second stage is fitted on out-of-fold scores, so its probabilities are calibrated.
+    """
+
+    def __init__(self, C_text: float = 1.0, C_stack: float = 0.3, folds: int = 5):
+        self.C_text = C_text
+        self.C_stack = C_stack
+        self.folds = folds
+
+    def fit(self, X_text, X_struct: np.ndarray, y, cv=None):
+        y = np.asarray(y).astype(int)
+        self.classes_ = np.array([0, 1])
+        if len(np.unique(y)) < 2:
+            raise ValueError("the risk label needs both outcomes (0 and 1)")
+        oof = np.zeros(len(y))
+        coef, intercept = 0.0, 0.0
+        n_folds = 0
+        for tr, te, X_tr, X_te in (cv or sliced_splits(X_text))(y, self.folds):
+            lr = LogisticRegression(C=self.C_text, solver="liblinear", dual=True, max_iter=2000).fit(X_tr, y[tr])
+            oof[te] = lr.decision_function(X_te)
+            coef, intercept, n_folds = coef + lr.coef_, intercept + lr.intercept_, n_folds + 1
+        coef, intercept = coef / n_folds, intercept / n_folds
+        # The text score served is the fold models' mean logit: its spread on new text matches the
+        # out-of-fold logits the stack was fitted on (a model refitted on all rows is more extreme,
+        # which made the stacked probabilities overconfident).
+        self.coef_ = _compact(coef)
+        self.intercept_ = np.asarray(intercept, dtype=np.float32)
+        Z = self._stack_input(oof, X_struct)
+        self.struct_mean_ = Z.mean(axis=0)
+        self.struct_scale_ = np.where(Z.std(axis=0) > 0, Z.std(axis=0), 1.0)
+        stack = LogisticRegression(C=self.C_stack, max_iter=2000).fit(self._scaled(Z), y)
+        self.stack_coef_ = stack.coef_[0].astype(np.float64)
+        self.stack_intercept_ = float(stack.intercept_[0])
+        self.oof_text_score_ = oof  # kept only until the bundle is built (thresholds, drift baseline)
+        return self
+
+    @staticmethod
+    def _stack_input(text_logit: np.ndarray, X_struct: np.ndarray) -> np.ndarray:
+        return np.column_stack([text_logit, X_struct]) if X_struct.shape[1] else text_logit[:, None]
+
+    def _scaled(self, Z: np.ndarray) -> np.ndarray:
+        return (Z - self.struct_mean_) / self.struct_scale_
+
+    def text_logit(self, X_text) -> np.ndarray:
+        return np.asarray(X_text @ self.coef_.T.toarray()).ravel() + self.intercept_[0]
+
+    def predict_proba(self, X_text, X_struct: np.ndarray) -> np.ndarray:
+        p = self.risk_score(X_text, X_struct)
+        return np.column_stack([1 - p, p])
+
+    def risk_score(self, X_text, X_struct: np.ndarray) -> np.ndarray:
+        """The dispute probability of each row."""
+        z = self._scaled(self._stack_input(self.text_logit(X_text), X_struct))
+        return expit(z @ self.stack_coef_ + self.stack_intercept_)
+
+    def predict(self, X_text, X_struct: np.ndarray) -> np.ndarray:
+        return (self.risk_score(X_text, X_struct) >= 0.5).astype(int)
+
+    def contributions(self, x_row: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Text features' push towards a dispute (the stack weight on the text logit is positive)."""
+        w = self.coef_.getrow(0).toarray().ravel() * np.sign(self.stack_coef_[0] or 1.0)
+        return x_row.indices, x_row.data * w[x_row.indices]

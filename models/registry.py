@@ -1,0 +1,256 @@
+"""Where trained versions live, which one is the champion, and how a version is loaded safely.
+
+Layout: <root>/versions/<id>/{bundle.joblib, card.json, validation.parquet}, and <root>/state.json
+holding the current version and the earlier champions (for rollback). Loading checks the card's
+sha256 and library versions before unpickling, so a corrupt, truncated or incompatible bundle is
+refused with a sentence, never a pickle traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from models.bundle import FORMAT_VERSION, ModelBundle
+
+BUNDLE_FILE = "bundle.joblib"
+CARD_FILE = "card.json"
+VALIDATION_FILE = "validation.parquet"
+DEFAULT_ROOT = Path(__file__).resolve().parent / "registry"
+
+
+class ModelLoadError(Exception):
+    """A model version cannot be found, read or trusted; the message says why."""
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import scipy
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__, "joblib": joblib.__version__}
+
+
+def _major_minor(v: str, parts: int) -> str:
+    return ".".join(v.split(".")[:parts])
+
+
+# What must agree between the training and the loading environment for a pickle to be trusted.
+_COMPAT_PARTS = {"python": 2, "numpy": 1, "scipy": 1, "scikit-learn": 2}
+
+
+def incompatibilities(recorded: dict[str, str]) -> list[str]:
+    here = library_versions()
+    problems = []
+    for lib, parts in _COMPAT_PARTS.items():
+        want = recorded.get(lib)
+        if want is None:
+            problems.append(f"{lib} version not recorded")
+        elif _major_minor(want, parts) != _major_minor(here[lib], parts):
+            problems.append(f"{lib} {want} (trained) vs {here[lib]} (here)")
+    return problems
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    path = folder / CARD_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{folder}: no {CARD_FILE}; not a model version folder") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: unreadable model card ({exc})") from None
+
+
+def load_bundle_dir(folder: Path | str) -> ModelBundle:
+    """Load and verify the bundle in a version folder."""
+    folder = Path(folder)
+    card = read_card(folder)
+    path = folder / BUNDLE_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: {BUNDLE_FILE} is missing")
+    if card.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(f"{folder}: bundle format {card.get('format_version')} is not the supported "
+                             f"format {FORMAT_VERSION}; retrain it with this version")
+    size = path.stat().st_size
+    if card.get("bundle_bytes") is not None and size != card["bundle_bytes"]:
+        raise ModelLoadError(f"{path}: {size} bytes where the card records {card['bundle_bytes']}; "
+                             "the file is truncated or was replaced")
+    if sha256_file(path) != card.get("bundle_sha256"):
+        raise ModelLoadError(f"{path}: sha256 does not match the model card; the bundle is corrupt")
+    problems = incompatibilities(card.get("library_versions", {}))
+    if problems:
+        raise ModelLoadError(f"{folder}: trained with incompatible libraries: {'; '.join(problems)}")
+    try:
+        bundle = joblib.load(path)
+    except Exception as exc:  # unpickling failures come in many types; all mean "unusable"
+        raise ModelLoadError(f"{path}: cannot be read ({type(exc).__name__})") from None
+    if not isinstance(bundle, ModelBundle) or bundle.format_version != FORMAT_VERSION:
+        raise ModelLoadError(f"{path}: does not hold a model bundle of format {FORMAT_VERSION}")
+    bundle.meta["version"] = card.get("version", folder.name)
+    return bundle
+
+
+def smoke_test(bundle: ModelBundle) -> None:
+    """One real prediction in Chinese and one in English; raises ModelLoadError if either fails."""
+    try:
+        out = bundle.predict(["信用卡被盗刷了，要求退款", "my card was charged twice"], explain=True)
+    except Exception as exc:
+        raise ModelLoadError(f"model {bundle.version} fails a test prediction ({type(exc).__name__}: {exc})") from None
+    for name in bundle.head_names:
+        if name not in out[0]:
+            raise ModelLoadError(f"model {bundle.version} returned no {name} prediction")
+
+
+@dataclass
+class Registry:
+    root: Path = DEFAULT_ROOT
+
+    def __post_init__(self) -> None:
+        self.root = Path(os.environ.get("XIAOBAO_REGISTRY", self.root)) if self.root == DEFAULT_ROOT else Path(self.root)
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"current": None, "history": []}
+        except ValueError:
+            raise ModelLoadError(f"{self.state_path}: unreadable registry state") from None
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Serialise state changes between processes (two promotes at once)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    def current(self) -> str | None:
+        return self.state().get("current")
+
+    def set_current(self, version: str) -> str | None:
+        """Make `version` the champion; the previous one goes on the rollback history."""
+        self.folder(version)
+        with self.locked():
+            state = self.state()
+            previous = state.get("current")
+            if previous and previous != version:
+                state["history"].append(previous)
+            state["current"] = version
+            self._write_state(state)
+        return previous
+
+    def rollback(self) -> tuple[str, str]:
+        with self.locked():
+            state = self.state()
+            if not state.get("history"):
+                raise ModelLoadError("no earlier champion to roll back to")
+            bad, previous = state["current"], state["history"].pop()
+            state["current"] = previous
+            state.setdefault("rolled_back", []).append(bad)
+            self._write_state(state)
+        return bad, previous
+
+    # --- versions -------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if (p / CARD_FILE).is_file())
+
+    def resolve(self, ref: str) -> Path:
+        """A bundle directory, 'current', or a version id (a unique prefix will do) → its folder."""
+        path = Path(ref)
+        if (path / CARD_FILE).is_file() or (path / BUNDLE_FILE).is_file():
+            return path
+        if ref == "current":
+            cur = self.current()
+            if not cur:
+                raise ModelLoadError(f"no current model in registry {self.root}; run `make train` or "
+                                     "`xiaobao train --promote`")
+            return self.folder(cur)
+        return self.folder(ref)
+
+    def folder(self, version: str) -> Path:
+        exact = self.versions_dir / version
+        if (exact / CARD_FILE).is_file():
+            return exact
+        matches = [v for v in self.versions() if v.startswith(version)]
+        if len(matches) == 1:
+            return self.versions_dir / matches[0]
+        if len(matches) > 1:
+            raise ModelLoadError(f"model version {version!r} is ambiguous: {', '.join(matches)}")
+        raise ModelLoadError(f"no model version {version!r} in registry {self.root}")
+
+    def card(self, ref: str) -> dict[str, Any]:
+        return read_card(self.resolve(ref))
+
+    def load(self, ref: str = "current", verify: bool = True) -> ModelBundle:
+        bundle = load_bundle_dir(self.resolve(ref))
+        if verify:
+            smoke_test(bundle)
+        return bundle
+
+    def save(self, bundle: ModelBundle, card: dict[str, Any], validation=None) -> str:
+        """Write a new version; returns its id. The card gets the bundle's hash and environment."""
+        created = datetime.now(UTC)
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        version = created.strftime("%Y%m%d-%H%M%S")
+        n = 0
+        while (self.versions_dir / version).exists():
+            n += 1
+            version = f"{created.strftime('%Y%m%d-%H%M%S')}-{n}"
+        tmp = self.versions_dir / f".{version}.tmp"
+        tmp.mkdir()
+        bundle.meta["version"] = version
+        joblib.dump(bundle, tmp / BUNDLE_FILE, compress=3)
+        if validation is not None:
+            validation.to_parquet(tmp / VALIDATION_FILE, index=False)
+        card = {
+            "version": version,
+            "created_at": created.isoformat(timespec="seconds"),
+            **card,
+            "format_version": FORMAT_VERSION,
+            "library_versions": library_versions(),
+            "bundle_sha256": sha256_file(tmp / BUNDLE_FILE),
+            "bundle_bytes": (tmp / BUNDLE_FILE).stat().st_size,
+            "python_executable": sys.executable,
+        }
+        (tmp / CARD_FILE).write_text(json.dumps(card, ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, self.versions_dir / version)
+        return version

@@ -1,0 +1,170 @@
+"""Text pipeline: normalisation, PII masking and word segmentation.
+
+`clean()` is what every piece of the product applies before a text is stored, logged, shown or
+scored; `Segmenter` turns a cleaned text into the tokens the features are built from.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+# Full-width ASCII letters/digits and the ideographic space become half-width; Chinese punctuation
+# (，。！？) stays as written so stored text still reads naturally.
+_FULLWIDTH_ALNUM = {c: c - 0xFEE0 for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A))
+                    for c in range(r[0], r[1] + 1)}
+_FULLWIDTH_ALNUM.update({0x3000: 0x20, 0xFF0B: 0x2B, 0xFF0D: 0x2D, 0xFF0E: 0x2E, 0xFF20: 0x40,
+                         0xFF08: 0x28, 0xFF09: 0x29})
+_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\ufeff]")
+_WHITESPACE = re.compile(r"\s+")
+_ELLIPSIS = re.compile(r"\.{3,}|。{3,}")
+_REPEATED_PUNCT = re.compile(r"([!?！？。，,.~～、;；:：])\1+")
+
+
+def normalize(text: str) -> str:
+    """Half-width alphanumerics, one space for any whitespace run, one mark for repeated punctuation."""
+    text = _CONTROL.sub("", text.translate(_FULLWIDTH_ALNUM))
+    text = _WHITESPACE.sub(" ", text).strip()
+    text = _ELLIPSIS.sub("…", text)
+    return _REPEATED_PUNCT.sub(r"\1", text)
+
+
+# --- PII masking -------------------------------------------------------------------------------
+# Order matters: e-mail, then ID card (18 chars, valid date part), then bank card (16-19 digits),
+# then phones. Amounts, dates, short numbers and already-masked numbers (6222****1234) stay.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_ID_CARD = re.compile(
+    r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[0-9Xx]"
+    r"(?![0-9A-Za-z])"
+)
+_ID_CARD_15 = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{7}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}(?![0-9A-Za-z])")
+_BANK_CARD = re.compile(r"(?<![\d*])(?:\d{16,19}|\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?)(?![\d*])")
+_MOBILE = re.compile(r"(?<![\d*])(?:(?:\+|00)?86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?![\d*])")
+_LANDLINE = re.compile(r"(?<![\d*])(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3}-)[ ]?\d{7,8}(?:-\d{1,5})?(?![\d*])")
+
+
+def _keep_ends(digits: str, head: int, tail: int) -> str:
+    return digits[:head] + "*" * max(len(digits) - head - tail, 4) + digits[-tail:]
+
+
+def _mask_email(m: re.Match) -> str:
+    local, domain = m.group(0).split("@", 1)
+    return local[:1] + "***@" + domain
+
+
+def _mask_card(m: re.Match) -> str:
+    return _keep_ends(re.sub(r"[ -]", "", m.group(0)), 4, 4)
+
+
+def _mask_mobile(m: re.Match) -> str:
+    digits = re.sub(r"\D", "", m.group(0))[-11:]
+    return digits[:3] + "****" + digits[-4:]
+
+
+def _mask_landline(m: re.Match) -> str:
+    raw = m.group(0)
+    area, _, number = raw.rpartition("-") if raw.startswith("0") else (raw[: raw.index(")") + 1], "", raw[raw.index(")") + 1:])
+    number = number.strip()
+    return f"{area}-****{number[-4:]}" if raw.startswith("0") else f"{area}****{number[-4:]}"
+
+
+def mask_pii(text: str) -> str:
+    """Mask ID-card, bank-card, mobile and landline numbers and e-mail addresses."""
+    text = _EMAIL.sub(_mask_email, text)
+    text = _ID_CARD.sub(lambda m: _keep_ends(m.group(0), 2, 2), text)
+    text = _ID_CARD_15.sub(lambda m: _keep_ends(m.group(0), 2, 2), text)
+    text = _BANK_CARD.sub(_mask_card, text)
+    text = _MOBILE.sub(_mask_mobile, text)
+    return _LANDLINE.sub(_mask_landline, text)
+
+
+def clean(text: str) -> str:
+    """The form of a text that may be stored, logged, shown and scored."""
+    return mask_pii(normalize(text))
+
+
+# --- Segmentation ------------------------------------------------------------------------------
+_RESOURCES = resources.files("models") / "resources"
+_TOKEN_DROP = re.compile(r"^[\W_]+$|^\*+$")
+
+
+def read_word_list(path: Path | str | None, default: str) -> list[str]:
+    """Read a dictionary or stop-word file; tolerates a BOM and CRLF (both break jieba's own loader)."""
+    raw = (_RESOURCES / default).read_bytes() if path is None else Path(path).read_bytes()
+    text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    return [line.strip() for line in text.split("\n") if line.strip() and not line.startswith("#")]
+
+
+def _parse_dict_line(line: str) -> tuple[str, int | None, str | None]:
+    parts = line.split()
+    word = parts[0]
+    freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    tag = parts[2] if len(parts) > 2 else None
+    return word, freq, tag
+
+
+_ENGINE_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=8)
+def _engine(name: str, userdict: tuple[str, ...]):
+    """One segmenter per (engine, dictionary) and process; building one takes ~0.5 s."""
+    entries = [_parse_dict_line(line) for line in userdict]
+    with _ENGINE_LOCK:
+        if name == "rjieba":
+            import rjieba
+
+            seg = rjieba.Jieba()
+            for word, freq, tag in entries:
+                seg.add_word(word, freq, tag)
+            return lambda s: seg.cut(s, True)
+        if name == "jieba":
+            import logging
+
+            import jieba
+
+            jieba.setLogLevel(logging.WARNING)
+            tok = jieba.Tokenizer()
+            tok.initialize()  # before any fork, so workers inherit a loaded dictionary
+            for word, freq, tag in entries:
+                tok.add_word(word, freq, tag)
+            return lambda s: tok.lcut(s, HMM=True)
+    raise ValueError(f"unknown segmenter {name!r}: choose 'rjieba' or 'jieba'")
+
+
+class Segmenter:
+    """Word segmentation for Chinese (jieba dictionary + banking terms) and English.
+
+    Text is NFKC-folded and lower-cased; punctuation, masks and stop words are dropped.
+    Picklable: only the configuration travels, the engine is rebuilt on first use.
+    """
+
+    def __init__(self, engine: str = "rjieba", userdict: Iterable[str] | None = None,
+                 stopwords: Iterable[str] | None = None):
+        self.engine = engine
+        self.userdict = tuple(userdict) if userdict is not None else tuple(
+            read_word_list(None, "bank_userdict.txt"))
+        self.stopwords = frozenset(stopwords) if stopwords is not None else frozenset(
+            read_word_list(None, "stopwords.txt"))
+
+    def prepare(self, text: str) -> str:
+        return unicodedata.normalize("NFKC", text).lower()
+
+    def cut(self, text: str) -> list[str]:
+        """Tokens of an already `clean()`ed text."""
+        cut = _engine(self.engine, self.userdict)
+        stop = self.stopwords
+        return [t for t in cut(self.prepare(text))
+                if not t.isspace() and t not in stop and not _TOKEN_DROP.match(t)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Segmenter) and (self.engine, self.userdict, self.stopwords) == (
+            other.engine, other.userdict, other.stopwords)
+
+    def __hash__(self) -> int:
+        return hash((self.engine, self.userdict))

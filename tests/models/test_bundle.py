@@ -1,0 +1,117 @@
+"""What a user of the default model sees: labels, probabilities, risk levels, phrases, review flags."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.bundle import RISK_LEVELS
+from training.data import Columns, load_dataset
+from training.fit import TrainParams, choose_thresholds, fit_bundle
+
+
+def test_prediction_has_every_part(demo_bundle):
+    [p] = demo_bundle.predict(["我的信用卡在境外被盗刷了两万块，银行到现在都没给说法"],
+                              [{"channel": "电话客服", "repeat_count": 2, "amount": 20000}])
+    assert p["model_version"] == demo_bundle.version
+    for head in ("category", "cause"):
+        top = p[head]["top_k"]
+        assert len(top) == 3
+        assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
+        assert p[head]["label"] == top[0]["label"]
+        assert p[head]["phrases"], f"{head} has no explanation"
+    assert 0 <= p["risk"]["score"] <= 1 and p["risk"]["level"] in RISK_LEVELS
+    assert isinstance(p["needs_review"], bool)
+
+
+@pytest.mark.parametrize("text,category,cause", [
+    ("信用卡逾期了，催收公司天天打电话给我爸妈和同事，还说要上门", "信用卡", "债务催收方式和手段"),
+    ("房贷想提前还一部分，网点说要先预约排队两个月", "个人贷款", "管理制度、业务规则与流程"),
+    ("ATM取款机没出钞但是账户扣了2000元", "借记卡", "服务设施、设备、业务系统"),
+    ("在你们行买的理财产品净值跌破1了，亏了三万多", "自营理财", "产品收益"),
+    ("残缺的人民币去网点兑换被拒绝了", "人民币管理", "管理制度、业务规则与流程"),
+])
+def test_clear_cases_are_classified(demo_bundle, text, category, cause):
+    [p] = demo_bundle.predict([text])
+    assert p["category"]["label"] == category
+    assert p["cause"]["label"] == cause
+
+
+def test_explanation_phrases_come_from_the_text(demo_bundle):
+    text = "催收公司天天打电话骚扰我的家人和同事"
+    [p] = demo_bundle.predict([text])
+    phrases = [x["phrase"] for x in p["cause"]["phrases"]]
+    assert phrases and all(ph in text for ph in phrases)
+    assert any("催收" in ph for ph in phrases)
+    weights = [x["weight"] for x in p["cause"]["phrases"]]
+    assert weights == sorted(weights, reverse=True)
+
+
+def test_structured_fields_move_the_risk(demo_bundle):
+    text = "信用卡账单有一笔消费不认识，麻烦查一下"
+    calm, repeated, referred = demo_bundle.predict([text] * 3, [
+        {"channel": "手机银行", "repeat_count": 0}, {"channel": "手机银行", "repeat_count": 3},
+        {"channel": "监管转办", "repeat_count": 3}])
+    assert repeated["risk"]["score"] > calm["risk"]["score"]
+    assert referred["risk"]["score"] > 2 * calm["risk"]["score"]
+
+
+def test_missing_structured_fields_are_unknown_not_errors(demo_bundle):
+    with_fields = demo_bundle.predict(["要求退年费"], pd.DataFrame({"channel": ["手机银行"]}))
+    without = demo_bundle.predict(["要求退年费"])
+    assert 0 <= with_fields[0]["risk"]["score"] <= 1 and 0 <= without[0]["risk"]["score"] <= 1
+
+
+def test_unseen_channel_value_is_tolerated(demo_bundle):
+    [p] = demo_bundle.predict(["年费问题"], [{"channel": "飞鸽传书", "repeat_count": "not a number"}])
+    assert p["risk"]["level"] in RISK_LEVELS
+
+
+def test_vague_text_needs_review(demo_bundle):
+    [p] = demo_bundle.predict(["你好"])
+    assert p["needs_review"] and "category_low_confidence" in p["review_reasons"]
+
+
+def test_pii_never_reaches_the_explanation(demo_bundle):
+    [p] = demo_bundle.predict(["我的手机13912345678一直接到催收电话，身份证110105198806153427"])
+    shown = str(p)
+    assert "13912345678" not in shown and "110105198806153427" not in shown
+
+
+def test_risk_levels_follow_thresholds():
+    score = np.linspace(0, 1, 101)
+    y = (score > 0.5).astype(int)
+    t = choose_thresholds(score, y, high_recall=0.5, medium_recall=0.9)
+    assert t["高"] >= t["中"]
+    assert np.mean(score[y == 1] >= t["中"]) >= 0.9
+    assert np.mean(score[y == 1] >= t["高"]) >= 0.5
+
+
+def test_heads_follow_the_labels_the_data_has(tmp_path):
+    rows = [{"text": t, "cause": c} for t, c in [
+        ("年费太贵", "定价收费"), ("手续费乱收", "定价收费"), ("利息算错了", "定价收费"),
+        ("催收骚扰家人", "债务催收方式和手段"), ("半夜打催款电话", "债务催收方式和手段"), ("爆我通讯录", "债务催收方式和手段"),
+    ] * 3]
+    path = tmp_path / "cause_only.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    bundle = fit_bundle(load_dataset(path), TrainParams())
+    assert list(bundle.heads) == ["cause"]
+    [p] = bundle.predict(["又收了一笔手续费"])
+    assert "category" not in p and "risk" not in p and p["cause"]["label"] in {"定价收费", "债务催收方式和手段"}
+
+
+def test_english_text_trains_and_predicts(tmp_path):
+    texts = {
+        "fees": ["I was charged an annual fee I never agreed to", "late fee applied although I paid on time",
+                 "overdraft fee charged twice this month", "the bank charged a wire transfer fee not disclosed",
+                 "monthly maintenance fee keeps being deducted", "foreign transaction fee was too high"],
+        "collection": ["debt collector calls my workplace every day", "collection agency threatened to sue me",
+                       "they call my relatives about a debt I do not owe", "collector called at midnight again",
+                       "harassing calls from a collection company", "collector used abusive language on the phone"],
+    }
+    rows = [{"text": t, "category": c, "escalated": i % 2} for c, ts in texts.items() for i, t in enumerate(ts)]
+    path = tmp_path / "english.csv"
+    pd.DataFrame(rows * 2).to_csv(path, index=False)
+    bundle = fit_bundle(load_dataset(path, Columns(features=())), TrainParams())
+    [fee, coll] = bundle.predict(["Another hidden fee was charged", "The debt collector keeps calling my boss"])
+    assert fee["category"]["label"] == "fees" and coll["category"]["label"] == "collection"
+    assert any(p["phrase"] == "fee" for p in fee["category"]["phrases"])

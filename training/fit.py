@@ -1,0 +1,147 @@
+"""Fitting a bundle from a dataset: features, the heads its labels allow, risk thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from models.bundle import ModelBundle, PredictConfig
+from models.features import BlockTfidf, NgramCounter, StructuredEncoder
+from models.heads import LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier, stratified_folds
+from models.text import Segmenter, clean
+from training.data import Dataset, labelled
+
+Progress = Callable[[str, int, int], None]
+BACKENDS = ("linear",)
+
+
+@dataclass
+class TrainParams:
+    backend: str = "linear"
+    segmenter: str = "rjieba"
+    n_features: int = 2**20
+    word_ngrams: int = 2
+    char_ngrams: tuple[int, int] = (1, 3)
+    C: float = 1.5
+    class_weight: str | None = None
+    risk_C_text: float = 0.3
+    risk_C_stack: float = 0.3
+    multilabel_threshold: float = 0.4
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def count_terms(counter: NgramCounter, texts: list[str], progress: Progress = _quiet,
+                chunk: int = 2000) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """Hashed counts for many texts, reporting progress chunk by chunk."""
+    words, chars = [], []
+    for start in range(0, len(texts), chunk):
+        w, c = counter.transform(texts[start:start + chunk])
+        words.append(w)
+        chars.append(c)
+        progress("features", min(start + chunk, len(texts)), len(texts))
+    return sparse.vstack(words, format="csr"), sparse.vstack(chars, format="csr")
+
+
+def split_feature_kinds(frame: pd.DataFrame, features: list[str]) -> tuple[list[str], list[str]]:
+    """Numeric where nearly every non-empty value parses as a number, categorical otherwise."""
+    numeric, categorical = [], []
+    for col in features:
+        values = frame[col].replace("", np.nan).dropna()
+        parsed = pd.to_numeric(values, errors="coerce")
+        (numeric if len(values) and parsed.notna().mean() >= 0.95 else categorical).append(col)
+    return numeric, categorical
+
+
+def choose_thresholds(score: np.ndarray, y: np.ndarray, high_recall: float, medium_recall: float) -> dict[str, float]:
+    """Risk-level cut-offs: 中 catches `medium_recall` of the disputes, 高 `high_recall` of them."""
+    pos = np.sort(np.asarray(score)[np.asarray(y) == 1])
+    if len(pos) == 0:
+        return {"高": 1.0, "中": 1.0}
+    medium = float(np.quantile(pos, 1 - medium_recall, method="lower"))
+    high = float(np.quantile(pos, 1 - high_recall, method="lower"))
+    return {"高": round(max(high, medium), 6), "中": round(medium, 6)}
+
+
+def score_histogram(score: np.ndarray, bins: int = 10) -> list[float]:
+    """Share of scores per tenth of [0, 1]: the reference for drift (PSI) checks."""
+    counts = np.histogram(np.clip(score, 0, 1), bins=bins, range=(0, 1))[0]
+    return (counts / max(counts.sum(), 1)).round(6).tolist()
+
+
+def refit_idf_splits(counts: tuple[sparse.csr_matrix, sparse.csr_matrix], rows: np.ndarray):
+    """Out-of-fold splits over `rows` whose IDF is fitted on the training part of each fold only."""
+    def splits(y: np.ndarray, n_splits: int):
+        for tr, te in stratified_folds(y, n_splits):
+            tfidf = BlockTfidf().fit(tuple(c[rows[tr]] for c in counts))
+            yield tr, te, tfidf.transform(tuple(c[rows[tr]] for c in counts)), \
+                tfidf.transform(tuple(c[rows[te]] for c in counts))
+    return splits
+
+
+def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progress = _quiet,
+               counts: tuple[sparse.csr_matrix, sparse.csr_matrix] | None = None,
+               clean_texts: list[str] | None = None) -> ModelBundle:
+    """Fit features and every head the data has labels for.
+
+    `counts` (hashed term counts of `ds`'s rows) lets cross-validation count each text only once.
+    """
+    params = params or TrainParams()
+    if params.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {params.backend!r}; available: {', '.join(BACKENDS)}")
+    counter = NgramCounter(Segmenter(params.segmenter), params.word_ngrams, params.char_ngrams, params.n_features)
+    if counts is None:
+        texts = clean_texts if clean_texts is not None else [clean(t) for t in ds.texts]
+        counts = count_terms(counter, texts, progress)
+    tfidf = BlockTfidf().fit(counts)
+    X = tfidf.transform(counts)
+    bundle = ModelBundle(counter=counter, tfidf=tfidf, heads={}, config=params.predict)
+    labels: dict[str, list[str]] = {}
+    for head in ("category", "cause"):
+        if head not in ds.heads:
+            continue
+        progress(f"head {head}", 0, 1)
+        idx = labelled(ds, head)
+        y = ds.frame[head].iloc[idx].tolist()
+        if head == "category" and ds.multilabel:
+            model = MultiLabelTextClassifier(C=params.C, threshold=params.multilabel_threshold).fit(
+                X[idx], y, cv=refit_idf_splits(counts, idx))
+        else:
+            model = LinearTextClassifier(C=params.C, class_weight=params.class_weight).fit(
+                X[idx], np.array(y), cv=refit_idf_splits(counts, idx))
+        bundle.heads[head] = model
+        labels[head] = [str(c) for c in model.classes_]
+        progress(f"head {head}", 1, 1)
+    if "risk" in ds.heads:
+        progress("head risk", 0, 1)
+        idx = labelled(ds, "risk")
+        y = ds.frame["risk"].iloc[idx].astype(int).to_numpy()
+        frame = ds.frame.iloc[idx].reset_index(drop=True)
+        numeric, categorical = split_feature_kinds(frame, ds.features)
+        bundle.structured = StructuredEncoder(numeric=numeric, categorical=categorical).fit(frame)
+        S = bundle.structured.transform(frame)
+        risk = RiskClassifier(C_text=params.risk_C_text, C_stack=params.risk_C_stack).fit(
+            X[idx], S, y, cv=refit_idf_splits(counts, idx))
+        # Out-of-fold text scores through the stack: near-honest scores for thresholds and drift.
+        z = risk._scaled(risk._stack_input(risk.oof_text_score_, S))
+        oof = 1 / (1 + np.exp(-(z @ risk.stack_coef_ + risk.stack_intercept_)))
+        del risk.oof_text_score_
+        bundle.heads["risk"] = risk
+        bundle.risk_thresholds = choose_thresholds(oof, y, params.predict.high_recall, params.predict.medium_recall)
+        bundle.meta["risk_reference_histogram"] = score_histogram(oof)
+        bundle.meta["structured_features"] = {"numeric": numeric, "categorical": categorical}
+        progress("head risk", 1, 1)
+    bundle.meta["labels"] = labels
+    bundle.meta["params"] = params.as_dict()
+    return bundle

@@ -1,0 +1,230 @@
+"""Train-and-register, cross-validate, and promote: the steps behind the CLI commands."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from models.bundle import ModelBundle
+from models.features import NgramCounter
+from models.registry import VALIDATION_FILE, Registry
+from models.text import Segmenter, clean
+from training.data import DataError, Dataset, labelled
+from training.evaluate import metrics_from_predictions, predict_dataset, primary_score
+from training.fit import (
+    Progress,
+    TrainParams,
+    _quiet,
+    choose_thresholds,
+    count_terms,
+    fit_bundle,
+    score_histogram,
+)
+
+
+def _strata(ds: Dataset) -> np.ndarray | None:
+    """Labels to stratify splits on: the first single-label head whose classes all have ≥ 2 rows."""
+    for head in ("category", "cause", "risk"):
+        if head not in ds.heads or (head == "category" and ds.multilabel):
+            continue
+        y = ds.frame[head].astype(str).to_numpy()
+        if ds.frame[head].notna().all() and pd.Series(y).value_counts().min() >= 2:
+            return y
+    return None
+
+
+def time_split(ds: Dataset, test_from: str) -> tuple[np.ndarray, np.ndarray]:
+    if "time" not in ds.frame:
+        raise DataError(f"{ds.source}: a time split needs --time-col")
+    try:
+        cut = pd.Timestamp(test_from)
+    except ValueError:
+        raise DataError(f"--test-from {test_from!r} is not a date") from None
+    t = pd.to_datetime(ds.frame["time"])
+    if t.dt.tz is not None and cut.tz is None:
+        cut = cut.tz_localize(t.dt.tz)
+    test = (t >= cut).to_numpy()
+    if test.all() or not test.any():
+        raise DataError(f"{ds.source}: --test-from {test_from} leaves no rows on one side of the split")
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def holdout_split(ds: Dataset, valid_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(len(ds))
+    if not 0 < valid_frac < 1:
+        raise DataError("--valid-frac must be between 0 and 1")
+    return train_test_split(idx, test_size=valid_frac, random_state=seed, stratify=_strata(ds))
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def label_sets(ds: Dataset) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for head in ds.heads:
+        col = ds.frame[head].dropna()
+        if head == "risk":
+            out[head] = {"positive_rate": round(float(col.mean()), 4), "rows": int(len(col))}
+        elif head == "category" and ds.multilabel:
+            out[head] = pd.Series([lab for ls in col for lab in ls]).value_counts().to_dict()
+        else:
+            out[head] = col.value_counts().to_dict()
+    return out
+
+
+def storable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The validation frame as parquet can hold it (structured columns as text)."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if col not in ("row", "text", "category", "cause", "risk", "time"):
+            frame[col] = frame[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                                        else str(v))
+    return frame
+
+
+@dataclass
+class TrainResult:
+    version: str
+    metrics: dict[str, Any]
+    seconds: float
+    promotion: dict[str, Any] | None = None
+
+
+def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: float = 0.2, seed: int = 0,
+          test_from: str | None = None, progress: Progress = _quiet) -> TrainResult:
+    """Fit on a training split, measure on the held-out split, register the version."""
+    started = time.perf_counter()
+    ds.frame["text"] = [clean(t) for t in ds.texts]  # masked before anything is stored
+    if test_from:
+        tr, va = time_split(ds, test_from)
+        split = {"kind": "time", "test_from": test_from}
+    else:
+        tr, va = holdout_split(ds, valid_frac, seed)
+        split = {"kind": "stratified holdout", "valid_frac": valid_frac, "seed": seed}
+    train_ds, valid_ds = ds.subset(tr), ds.subset(va)
+    bundle = fit_bundle(train_ds, params, progress, clean_texts=train_ds.texts)
+    predictions = predict_dataset(bundle, valid_ds)
+    metrics = metrics_from_predictions(valid_ds, predictions)
+    if "risk" in bundle.heads and "risk" in metrics and "roc_auc" in metrics["risk"]:
+        idx = labelled(valid_ds, "risk")
+        scores = np.array([predictions[i]["risk"]["score"] for i in idx])
+        y = valid_ds.frame["risk"].iloc[idx].astype(int).to_numpy()
+        bundle.risk_thresholds = choose_thresholds(scores, y, params.predict.high_recall,
+                                                   params.predict.medium_recall)
+        all_scores = np.array([p["risk"]["score"] for p in predictions])
+        bundle.meta["risk_reference_histogram"] = score_histogram(all_scores)
+        bundle.meta["thresholds_from"] = "validation split"
+    bundle.meta["needs_review_share"] = round(float(np.mean([p["needs_review"] for p in predictions])), 4)
+    seconds = time.perf_counter() - started
+    card = {
+        "data": {"file": ds.source, "sha256": file_sha256(ds.source), "rows": len(ds),
+                 "train_rows": len(train_ds), "validation_rows": len(valid_ds),
+                 "skipped": {reason: len(rows) for reason, rows in ds.skipped.items()}},
+        "split": split,
+        "heads": list(bundle.heads),
+        "label_sets": label_sets(ds),
+        "features": {"text": "word 1-2-grams + char n-grams, hashed TF-IDF", "structured": ds.features},
+        "metrics": {"validation": metrics},
+        "risk_thresholds": bundle.risk_thresholds,
+        "needs_review_share": bundle.meta["needs_review_share"],
+        "risk_reference_histogram": bundle.meta.get("risk_reference_histogram"),
+        "params": params.as_dict(),
+        "training_seconds": round(seconds, 2),
+    }
+    version = registry.save(bundle, card, validation=storable(valid_ds.frame))
+    return TrainResult(version, metrics, seconds)
+
+
+def cross_validate(ds: Dataset, params: TrainParams, *, folds: int = 5, test_from: str | None = None,
+                   progress: Progress = _quiet) -> dict[str, Any]:
+    """Pooled out-of-fold metrics (stratified, shuffled, seed 0), or one train-before/test-from split."""
+    texts = [clean(t) for t in ds.texts]
+    counter = NgramCounter(Segmenter(params.segmenter), params.word_ngrams, params.char_ngrams, params.n_features)
+    words, chars = count_terms(counter, texts, progress)
+    if test_from:
+        splits = [time_split(ds, test_from)]
+        protocol = {"kind": "time", "test_from": test_from}
+    else:
+        y = _strata(ds)
+        if y is None:
+            y = np.zeros(len(ds))
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(np.zeros(len(ds)), y))
+        protocol = {"kind": "stratified k-fold", "folds": folds, "shuffle": True, "random_state": 0,
+                    "aggregation": "pooled out-of-fold predictions"}
+    predictions: list[dict[str, Any] | None] = [None] * len(ds)
+    fold_scores = []
+    for k, (tr, te) in enumerate(splits):
+        progress("folds", k, len(splits))
+        train_ds = ds.subset(tr)
+        bundle = fit_bundle(train_ds, params, counts=(words[tr], chars[tr]))
+        fields = ds.frame.iloc[te][ds.features] if ds.features else None
+        fold_pred = bundle.predict_features(bundle.tfidf.transform((words[te], chars[te])), fields)
+        fold_scores.append(primary_score(metrics_from_predictions(ds.subset(te), fold_pred)))
+        for i, p in zip(te, fold_pred, strict=True):
+            predictions[i] = p
+        progress("folds", k + 1, len(splits))
+    tested = np.array([i for i, p in enumerate(predictions) if p is not None])
+    metrics = metrics_from_predictions(ds.subset(tested), [predictions[i] for i in tested])
+    metrics["protocol"] = protocol
+    for head in ("category", "cause", "risk"):
+        if head in metrics and len(fold_scores) > 1:
+            per_fold = [s[head] for s in fold_scores if head in s]
+            metrics[head]["per_fold"] = per_fold
+            metrics[head]["fold_mean"] = round(float(np.mean(per_fold)), 4)
+    return metrics
+
+
+class PromotionRefused(Exception):
+    pass
+
+
+def promote(registry: Registry, version: str, *, data: Dataset | None = None, force: bool = False) -> dict[str, Any]:
+    """Make `version` the champion unless it scores worse than the champion on the same data."""
+    challenger_dir = registry.resolve(version)
+    version = challenger_dir.name
+    champion = registry.current()
+    result: dict[str, Any] = {"version": version, "previous": champion}
+    if champion is None or champion == version:
+        registry.set_current(version)
+        return {**result, "promoted": True, "reason": "no champion yet" if champion is None else "already current"}
+    if data is None:
+        path = challenger_dir / VALIDATION_FILE
+        if not path.is_file():
+            raise DataError(f"{version}: no stored validation split; pass --data FILE to compare on")
+        frame = pd.read_parquet(path)
+        heads = [h for h in ("category", "cause", "risk") if h in frame]
+        features = [c for c in frame.columns if c not in ("row", "text", "time", *heads)]
+        multilabel = "category" in frame and len(frame) and isinstance(frame["category"].dropna().iloc[0],
+                                                                         (list, np.ndarray))
+        if multilabel:
+            frame["category"] = frame["category"].map(lambda v: None if v is None else list(v))
+        data = Dataset(frame, f"{version}/{VALIDATION_FILE}", heads, features, {}, bool(multilabel))
+    scores = {}
+    for name in (version, champion):
+        bundle: ModelBundle = registry.load(name)
+        scores[name] = primary_score(metrics_from_predictions(data, predict_dataset(bundle, data)))
+    common = sorted(set(scores[version]) & set(scores[champion]))
+    if not common:
+        raise DataError(f"{data.source}: no head that both models have is labelled in this data")
+    new = float(np.mean([scores[version][h] for h in common]))
+    old = float(np.mean([scores[champion][h] for h in common]))
+    result.update({"evaluated_on": data.source, "heads": common, "challenger": scores[version],
+                   "champion": scores[champion], "challenger_mean": round(new, 4), "champion_mean": round(old, 4)})
+    if new < old and not force:
+        raise PromotionRefused(
+            f"{version} scores worse than champion {champion} on {data.source} "
+            f"(mean {new:.4f} < {old:.4f} over {', '.join(common)}); use --force to promote anyway")
+    registry.set_current(version)
+    return {**result, "promoted": True, "forced": bool(new < old)}

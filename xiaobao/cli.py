@@ -1,0 +1,48 @@
+"""Entry point of the `xiaobao` console script.
+
+Errors the user can act on (bad data, a refused model, a bad option) end in one line on stderr and
+exit status 2; set XIAOBAO_DEBUG=1 to see the traceback of anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from models.registry import ModelLoadError
+from training import cli as training_cli
+from training.pipeline import PromotionRefused
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xiaobao", description="消保预警: complaint-risk early warning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    training_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (*training_cli.KNOWN_ERRORS, ModelLoadError, PromotionRefused) as exc:
+        print(f"xiaobao {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xiaobao: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug, not bad input: still one line unless asked for more
+        if os.environ.get("XIAOBAO_DEBUG"):
+            raise
+        print(f"xiaobao {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(set XIAOBAO_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
