@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,13 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.feature_extraction import FeatureHasher
 
-from models.features import BlockTfidf, NgramCounter, StructuredEncoder, term_phrase
+from models.features import BlockTfidf, NgramCounter, StructuredEncoder
 from models.heads import LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
 from models.text import clean
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
+PARALLEL_MIN_TEXTS = 2000  # below this, starting worker processes costs more than it saves
 TEXT_HEADS = ("category", "cause")
 RISK_LEVELS = ("高", "中", "低")
 
@@ -75,12 +76,28 @@ class ModelBundle:
         return "低"
 
     def predict(self, texts: Sequence[str], fields: pd.DataFrame | Sequence[Mapping] | None = None,
-                explain: bool = True, already_clean: bool = False) -> list[dict[str, Any]]:
-        """Score texts; `fields` holds the structured values (channel, repeat_count, ...) per text."""
-        texts = list(texts) if already_clean else [clean(t) for t in texts]
+                explain: bool = True, already_clean: bool = False, n_jobs: int = 1) -> list[dict[str, Any]]:
+        """Score texts; `fields` holds the structured values (channel, repeat_count, ...) per text.
+
+        `n_jobs` > 1 (or -1: every core) cleans and counts large batches in worker processes, the
+        Python-bound part of scoring; the heads then run once over the whole batch.
+        """
+        texts = list(texts)
         if not texts:
             return []
-        return self.predict_features(self.features(texts), fields, texts if explain else None)
+        workers = os.cpu_count() or 1 if n_jobs == -1 else max(1, n_jobs)
+        if workers > 1 and len(texts) >= PARALLEL_MIN_TEXTS:
+            from joblib import Parallel, delayed
+
+            size = -(-len(texts) // workers)
+            parts = Parallel(n_jobs=workers)(
+                delayed(_clean_and_count)(self.counter, texts[i:i + size], already_clean)
+                for i in range(0, len(texts), size))
+            texts = [t for part in parts for t in part[0]]
+            counts = tuple(sparse.vstack([part[1][b] for part in parts], format="csr") for b in range(2))
+        else:
+            texts, counts = _clean_and_count(self.counter, texts, already_clean)
+        return self.predict_features(self.tfidf.transform(counts), fields, texts if explain else None)
 
     def predict_features(self, X: sparse.csr_matrix, fields: pd.DataFrame | Sequence[Mapping] | None = None,
                          texts: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -123,37 +140,31 @@ class ModelBundle:
         return out
 
     def _explain(self, texts, X, out, explained) -> None:
-        hasher = FeatureHasher(n_features=self.counter.n_features, input_type="string", alternate_sign=False)
-        nf = self.counter.n_features
         for i, text in enumerate(texts):
-            word_terms, char_terms = self.counter.terms(text)
-            terms = word_terms + char_terms
-            if not terms:
-                for name in out[i]:
-                    if isinstance(out[i][name], dict):
-                        out[i][name]["phrases"] = []
-                continue
-            cols = hasher.transform([[t] for t in terms]).indices.astype(np.int64)
-            cols[len(word_terms):] += nf  # char block sits after the word block
+            phrases, cols = self.counter.phrases(text)
             row = X.getrow(i)
             for name, head in self.heads.items():
                 if name == "risk":
                     idx, contrib = head.contributions(row)
                 else:
                     idx, contrib = head.contributions(row, explained[name][i])
-                out[i][name]["phrases"] = _top_phrases(terms, cols, idx, contrib, self.config.n_phrases)
+                out[i][name]["phrases"] = _top_phrases(phrases, cols, idx, contrib, self.config.n_phrases)
 
 
-def _top_phrases(terms: list[str], cols: np.ndarray, idx: np.ndarray, contrib: np.ndarray,
+def _clean_and_count(counter: NgramCounter, texts: list[str], already_clean: bool):
+    cleaned = texts if already_clean else [clean(t) for t in texts]
+    return cleaned, counter.transform(cleaned)
+
+
+def _top_phrases(phrases: list[str], cols: np.ndarray, idx: np.ndarray, contrib: np.ndarray,
                  n: int) -> list[dict[str, float]]:
     """The phrases of the text whose features pushed hardest towards the decision."""
     weight_of = dict(zip(idx.tolist(), contrib.tolist(), strict=True))
     by_phrase: dict[str, float] = {}
-    for term, col in zip(terms, cols.tolist(), strict=True):
+    for phrase, col in zip(phrases, cols.tolist(), strict=True):
         w = weight_of.get(col, 0.0)
         if w <= 0:
             continue
-        phrase = term_phrase(term)
         if len(phrase) < 2:  # single characters explain nothing to a reader
             continue
         by_phrase[phrase] = max(by_phrase.get(phrase, 0.0), w)

@@ -1,7 +1,7 @@
 """Prediction heads: calibrated multi-class, multi-label and binary-risk classifiers.
 
 Each follows the scikit-learn estimator contract (fit / predict / predict_proba) and, once fitted,
-keeps only float32 weights and a few calibration numbers, so the bundle is small and prediction
+keeps only its `LinearWeights` and a few calibration numbers, so the bundle is small and prediction
 is one sparse product.
 """
 
@@ -17,11 +17,50 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.svm import LinearSVC
 
 
-def _compact(coef: np.ndarray) -> sparse.csr_matrix:
-    """Weights as float32 CSR with exact zeros dropped (hashed columns never seen stay zero)."""
-    m = sparse.csr_matrix(np.asarray(coef, dtype=np.float32))
-    m.eliminate_zeros()
-    return m
+class LinearWeights:
+    """A linear layer over hashed features, kept only for the columns that carry weight.
+
+    Of 2^21 hashed columns a fitted model uses a few hundred thousand; storing those rows densely
+    (float16 on disk) keeps bundles small, and one sorted lookup maps a text's columns onto them.
+    """
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray):
+        coef = np.atleast_2d(np.asarray(coef, dtype=np.float32))
+        self.active = np.flatnonzero(np.any(coef != 0, axis=0)).astype(np.int32)
+        self.W = np.ascontiguousarray(coef[:, self.active].T)  # (n_active, n_outputs)
+        self.b = np.asarray(intercept, dtype=np.float32).ravel()
+
+    def _positions(self, columns: np.ndarray) -> np.ndarray:
+        """Row of W for each hashed column, -1 where the column carries no weight. A dense lookup
+        table (4 bytes per hashed column, built on first use, never pickled) makes this O(1)."""
+        lookup = getattr(self, "_lookup", None)
+        if lookup is None:
+            lookup = np.full(int(self.active[-1]) + 1 if len(self.active) else 1, -1, dtype=np.int32)
+            lookup[self.active] = np.arange(len(self.active), dtype=np.int32)
+            self._lookup = lookup
+        pos = np.full(len(columns), -1, dtype=np.int32)
+        inside = columns < len(lookup)
+        pos[inside] = lookup[columns[inside]]
+        return pos
+
+    def __call__(self, X: sparse.csr_matrix) -> np.ndarray:
+        pos = self._positions(X.indices)
+        hit = pos >= 0
+        Xa = sparse.csr_matrix((np.where(hit, X.data, 0).astype(np.float32), np.maximum(pos, 0), X.indptr),
+                               shape=(X.shape[0], max(len(self.active), 1)))
+        return np.asarray(Xa @ self.W) + self.b if len(self.active) else np.zeros((X.shape[0], len(self.b))) + self.b
+
+    def column_weights(self, columns: np.ndarray, output: int) -> np.ndarray:
+        """The weight of each hashed column for one output (0 where the column is unused)."""
+        pos = self._positions(columns)
+        return np.where(pos >= 0, self.W[np.maximum(pos, 0), output] if len(self.active) else 0.0, 0.0)
+
+    def __getstate__(self):
+        return {"active": self.active, "W": self.W.astype(np.float16), "b": self.b}
+
+    def __setstate__(self, state):
+        self.active, self.b = state["active"], state["b"]
+        self.W = state["W"].astype(np.float32)
 
 
 def stratified_folds(y: np.ndarray, n_splits: int, random_state: int = 0):
@@ -84,12 +123,11 @@ class LinearTextClassifier(ClassifierMixin, BaseEstimator):
         svm = self._svm().fit(X, y_index)
         coef = svm.coef_ if len(self.classes_) > 2 else np.vstack([-svm.coef_[0], svm.coef_[0]])
         icpt = svm.intercept_ if len(self.classes_) > 2 else np.array([-svm.intercept_[0], svm.intercept_[0]])
-        self.coef_ = _compact(coef)
-        self.intercept_ = icpt.astype(np.float32)
+        self.weights_ = LinearWeights(coef, icpt)
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        return np.asarray((X @ self.coef_.T).toarray() if sparse.issparse(X) else X @ self.coef_.T.toarray()) + self.intercept_
+        return self.weights_(sparse.csr_matrix(X))
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.decision_function(X) * self.temperature_, axis=1)
@@ -99,8 +137,7 @@ class LinearTextClassifier(ClassifierMixin, BaseEstimator):
 
     def contributions(self, x_row: sparse.csr_matrix, class_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(column, weight × value) of the features present in one row, for one class."""
-        w = self.coef_.getrow(class_index).toarray().ravel()
-        return x_row.indices, x_row.data * w[x_row.indices]
+        return x_row.indices, x_row.data * self.weights_.column_weights(x_row.indices, class_index)
 
 
 class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
@@ -131,12 +168,11 @@ class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
             svm = LinearSVC(C=self.C).fit(X, yk)
             coefs.append(svm.coef_[0])
             icpts.append(svm.intercept_[0])
-        self.coef_ = _compact(np.vstack(coefs))
-        self.intercept_ = np.asarray(icpts, dtype=np.float32)
+        self.weights_ = LinearWeights(np.vstack(coefs), np.asarray(icpts))
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        return np.asarray((X @ self.coef_.T).toarray()) + self.intercept_
+        return self.weights_(sparse.csr_matrix(X))
 
     def predict_proba(self, X) -> np.ndarray:
         a = np.array([p[0] for p in self.platt_])
@@ -154,8 +190,7 @@ class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def contributions(self, x_row: sparse.csr_matrix, class_index: int) -> tuple[np.ndarray, np.ndarray]:
-        w = self.coef_.getrow(class_index).toarray().ravel()
-        return x_row.indices, x_row.data * w[x_row.indices]
+        return x_row.indices, x_row.data * self.weights_.column_weights(x_row.indices, class_index)
 
 
 class RiskClassifier(ClassifierMixin, BaseEstimator):
@@ -188,8 +223,7 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         # The text score served is the fold models' mean logit: its spread on new text matches the
         # out-of-fold logits the stack was fitted on (a model refitted on all rows is more extreme,
         # which made the stacked probabilities overconfident).
-        self.coef_ = _compact(coef)
-        self.intercept_ = np.asarray(intercept, dtype=np.float32)
+        self.weights_ = LinearWeights(coef, intercept)
         Z = self._stack_input(oof, X_struct)
         self.struct_mean_ = Z.mean(axis=0)
         self.struct_scale_ = np.where(Z.std(axis=0) > 0, Z.std(axis=0), 1.0)
@@ -207,7 +241,7 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         return (Z - self.struct_mean_) / self.struct_scale_
 
     def text_logit(self, X_text) -> np.ndarray:
-        return np.asarray(X_text @ self.coef_.T.toarray()).ravel() + self.intercept_[0]
+        return self.weights_(sparse.csr_matrix(X_text))[:, 0]
 
     def predict_proba(self, X_text, X_struct: np.ndarray) -> np.ndarray:
         p = self.risk_score(X_text, X_struct)
@@ -223,5 +257,5 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
 
     def contributions(self, x_row: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Text features' push towards a dispute (the stack weight on the text logit is positive)."""
-        w = self.coef_.getrow(0).toarray().ravel() * np.sign(self.stack_coef_[0] or 1.0)
-        return x_row.indices, x_row.data * w[x_row.indices]
+        sign = np.sign(self.stack_coef_[0] or 1.0)
+        return x_row.indices, x_row.data * self.weights_.column_weights(x_row.indices, 0) * sign

@@ -73,8 +73,13 @@ def _mask_landline(m: re.Match) -> str:
     return f"{area}-****{number[-4:]}" if raw.startswith("0") else f"{area}****{number[-4:]}"
 
 
+_MAYBE_PII = re.compile(r"\d{7}|\d[ -]\d{4}|@")  # every pattern below needs one of these
+
+
 def mask_pii(text: str) -> str:
     """Mask ID-card, bank-card, mobile and landline numbers and e-mail addresses."""
+    if not _MAYBE_PII.search(text):
+        return text
     text = _EMAIL.sub(_mask_email, text)
     text = _ID_CARD.sub(lambda m: _keep_ends(m.group(0), 2, 2), text)
     text = _ID_CARD_15.sub(lambda m: _keep_ends(m.group(0), 2, 2), text)
@@ -90,7 +95,7 @@ def clean(text: str) -> str:
 
 # --- Segmentation ------------------------------------------------------------------------------
 _RESOURCES = resources.files("models") / "resources"
-_TOKEN_DROP = re.compile(r"^[\W_]+$|^\*+$")
+_TOKEN_DROP = re.compile(r"[\W_]+$")
 
 
 def read_word_list(path: Path | str | None, default: str) -> list[str]:
@@ -157,10 +162,13 @@ class Segmenter:
 
     def cut(self, text: str) -> list[str]:
         """Tokens of an already `clean()`ed text."""
-        cut = _engine(self.engine, self.userdict)
+        return self.cut_prepared(self.prepare(text))
+
+    def cut_prepared(self, prepared: str) -> list[str]:
+        """Tokens of a text already passed through `prepare`."""
         stop = self.stopwords
-        return [t for t in cut(self.prepare(text))
-                if not t.isspace() and t not in stop and not _TOKEN_DROP.match(t)]
+        return [t for t in _engine(self.engine, self.userdict)(prepared)
+                if t not in stop and not _TOKEN_DROP.match(t)]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Segmenter) and (self.engine, self.userdict, self.stopwords) == (

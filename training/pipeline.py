@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from models.bundle import ModelBundle
 from models.features import NgramCounter
-from models.registry import VALIDATION_FILE, Registry
+from models.registry import VALIDATION_FILE, ModelLoadError, Registry
 from models.text import Segmenter, clean
 from training.data import DataError, Dataset, labelled
 from training.evaluate import metrics_from_predictions, predict_dataset, primary_score
@@ -212,9 +212,14 @@ def promote(registry: Registry, version: str, *, data: Dataset | None = None, fo
             frame["category"] = frame["category"].map(lambda v: None if v is None else list(v))
         data = Dataset(frame, f"{version}/{VALIDATION_FILE}", heads, features, {}, bool(multilabel))
     scores = {}
-    for name in (version, champion):
-        bundle: ModelBundle = registry.load(name)
-        scores[name] = primary_score(metrics_from_predictions(data, predict_dataset(bundle, data)))
+    challenger: ModelBundle = registry.load(version)
+    scores[version] = primary_score(metrics_from_predictions(data, predict_dataset(challenger, data)))
+    try:
+        champion_bundle: ModelBundle = registry.load(champion)
+    except ModelLoadError as exc:  # a champion that cannot load cannot serve: nothing to defend
+        registry.set_current(version)
+        return {**result, "promoted": True, "reason": f"champion unusable: {exc}"}
+    scores[champion] = primary_score(metrics_from_predictions(data, predict_dataset(champion_bundle, data)))
     common = sorted(set(scores[version]) & set(scores[champion]))
     if not common:
         raise DataError(f"{data.source}: no head that both models have is labelled in this data")
