@@ -19,7 +19,7 @@ from models.features import BlockTfidf, NgramCounter, StructuredEncoder
 from models.heads import LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
 from models.text import clean
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 PARALLEL_MIN_TEXTS = 2000  # below this, starting worker processes costs more than it saves
 TEXT_HEADS = ("category", "cause")
 RISK_LEVELS = ("高", "中", "低")
@@ -79,25 +79,26 @@ class ModelBundle:
                 explain: bool = True, already_clean: bool = False, n_jobs: int = 1) -> list[dict[str, Any]]:
         """Score texts; `fields` holds the structured values (channel, repeat_count, ...) per text.
 
-        `n_jobs` > 1 (or -1: every core) cleans and counts large batches in worker processes, the
-        Python-bound part of scoring; the heads then run once over the whole batch.
+        `n_jobs` > 1 (or -1: every core) scores large batches in chunks in worker processes; the
+        worker pool persists between calls, so the first call also pays for starting it (~1 s).
         """
         texts = list(texts)
         if not texts:
             return []
-        workers = os.cpu_count() or 1 if n_jobs == -1 else max(1, n_jobs)
+        workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, n_jobs)
         if workers > 1 and len(texts) >= PARALLEL_MIN_TEXTS:
             from joblib import Parallel, delayed
 
+            frame = None if fields is None else (
+                fields.reset_index(drop=True) if isinstance(fields, pd.DataFrame) else pd.DataFrame(list(fields)))
             size = -(-len(texts) // workers)
             parts = Parallel(n_jobs=workers)(
-                delayed(_clean_and_count)(self.counter, texts[i:i + size], already_clean)
+                delayed(self.predict)(texts[i:i + size], None if frame is None else frame.iloc[i:i + size],
+                                      explain, already_clean)
                 for i in range(0, len(texts), size))
-            texts = [t for part in parts for t in part[0]]
-            counts = tuple(sparse.vstack([part[1][b] for part in parts], format="csr") for b in range(2))
-        else:
-            texts, counts = _clean_and_count(self.counter, texts, already_clean)
-        return self.predict_features(self.tfidf.transform(counts), fields, texts if explain else None)
+            return [p for part in parts for p in part]
+        texts = texts if already_clean else [clean(t) for t in texts]
+        return self.predict_features(self.features(texts), fields, texts if explain else None)
 
     def predict_features(self, X: sparse.csr_matrix, fields: pd.DataFrame | Sequence[Mapping] | None = None,
                          texts: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -149,11 +150,6 @@ class ModelBundle:
                 else:
                     idx, contrib = head.contributions(row, explained[name][i])
                 out[i][name]["phrases"] = _top_phrases(phrases, cols, idx, contrib, self.config.n_phrases)
-
-
-def _clean_and_count(counter: NgramCounter, texts: list[str], already_clean: bool):
-    cleaned = texts if already_clean else [clean(t) for t in texts]
-    return cleaned, counter.transform(cleaned)
 
 
 def _top_phrases(phrases: list[str], cols: np.ndarray, idx: np.ndarray, contrib: np.ndarray,

@@ -42,7 +42,7 @@ class NgramCounter(BaseEstimator, TransformerMixin):
     """
 
     def __init__(self, segmenter: Segmenter | None = None, word_ngrams: int = 2,
-                 char_ngrams: tuple[int, int] = (1, 3), n_features: int = 2**20):
+                 char_ngrams: tuple[int, int] = (1, 2), n_features: int = 2**20):
         self.segmenter = segmenter
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
@@ -120,7 +120,7 @@ class NgramCounter(BaseEstimator, TransformerMixin):
 class BlockTfidf(BaseEstimator, TransformerMixin):
     """Sublinear TF-IDF per block, each block L2-normalised, blocks side by side."""
 
-    def __init__(self, min_df: int = 2):
+    def __init__(self, min_df: int = 1):
         self.min_df = min_df
 
     def fit(self, blocks, y=None):
@@ -162,8 +162,13 @@ class StructuredEncoder(BaseEstimator, TransformerMixin):
             counts = pd.Series([v for vs in values for v in vs], dtype=object).value_counts()
             self.levels_[col] = sorted(counts[counts >= self.min_count].index.tolist())
         self.feature_names_ = [f"{c}:log1p" for c in self.numeric] + [f"{c}:missing" for c in self.numeric]
+        n_num = len(self.numeric)
+        self.groups_ = {c: [j, n_num + j] for j, c in enumerate(self.numeric)}
         for col in self.categorical:
+            start = len(self.feature_names_)
             self.feature_names_ += [f"{col}={v}" for v in self.levels_[col]] + [f"{col}=<其他>"]
+            self.groups_[col] = list(range(start, len(self.feature_names_)))
+        self.scaled_columns_ = list(range(n_num))  # log1p values; flags and one-hots stay 0/1
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:

@@ -102,13 +102,13 @@ def metrics_from_predictions(ds: Dataset, predictions: list[dict[str, Any]]) -> 
     return out
 
 
-def predict_dataset(bundle: ModelBundle, ds: Dataset, explain: bool = False) -> list[dict[str, Any]]:
+def predict_dataset(bundle: ModelBundle, ds: Dataset, explain: bool = False, n_jobs: int = 1) -> list[dict[str, Any]]:
     fields = ds.frame[ds.features] if ds.features else None
-    return bundle.predict(ds.texts, fields, explain=explain)
+    return bundle.predict(ds.texts, fields, explain=explain, n_jobs=n_jobs)
 
 
-def evaluate(bundle: ModelBundle, ds: Dataset) -> dict[str, Any]:
-    return metrics_from_predictions(ds, predict_dataset(bundle, ds))
+def evaluate(bundle: ModelBundle, ds: Dataset, n_jobs: int = 1) -> dict[str, Any]:
+    return metrics_from_predictions(ds, predict_dataset(bundle, ds, n_jobs=n_jobs))
 
 
 def primary_score(metrics: dict[str, Any]) -> dict[str, float]:

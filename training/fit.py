@@ -26,9 +26,10 @@ class TrainParams:
     segmenter: str = "rjieba"
     n_features: int = 2**20
     word_ngrams: int = 2
-    char_ngrams: tuple[int, int] = (1, 3)
+    char_ngrams: tuple[int, int] = (1, 2)
     C: float = 1.5
-    class_weight: str | None = None
+    class_weight: str | None = "balanced"
+    min_df: int = 1
     risk_C_text: float = 0.3
     risk_C_stack: float = 0.3
     multilabel_threshold: float = 0.4
@@ -80,11 +81,11 @@ def score_histogram(score: np.ndarray, bins: int = 10) -> list[float]:
     return (counts / max(counts.sum(), 1)).round(6).tolist()
 
 
-def refit_idf_splits(counts: tuple[sparse.csr_matrix, sparse.csr_matrix], rows: np.ndarray):
+def refit_idf_splits(counts: tuple[sparse.csr_matrix, sparse.csr_matrix], rows: np.ndarray, min_df: int = 1):
     """Out-of-fold splits over `rows` whose IDF is fitted on the training part of each fold only."""
     def splits(y: np.ndarray, n_splits: int):
         for tr, te in stratified_folds(y, n_splits):
-            tfidf = BlockTfidf().fit(tuple(c[rows[tr]] for c in counts))
+            tfidf = BlockTfidf(min_df=min_df).fit(tuple(c[rows[tr]] for c in counts))
             yield tr, te, tfidf.transform(tuple(c[rows[tr]] for c in counts)), \
                 tfidf.transform(tuple(c[rows[te]] for c in counts))
     return splits
@@ -104,7 +105,7 @@ def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progres
     if counts is None:
         texts = clean_texts if clean_texts is not None else [clean(t) for t in ds.texts]
         counts = count_terms(counter, texts, progress)
-    tfidf = BlockTfidf().fit(counts)
+    tfidf = BlockTfidf(min_df=params.min_df).fit(counts)
     X = tfidf.transform(counts)
     bundle = ModelBundle(counter=counter, tfidf=tfidf, heads={}, config=params.predict)
     labels: dict[str, list[str]] = {}
@@ -116,10 +117,10 @@ def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progres
         y = ds.frame[head].iloc[idx].tolist()
         if head == "category" and ds.multilabel:
             model = MultiLabelTextClassifier(C=params.C, threshold=params.multilabel_threshold).fit(
-                X[idx], y, cv=refit_idf_splits(counts, idx))
+                X[idx], y, cv=refit_idf_splits(counts, idx, params.min_df))
         else:
             model = LinearTextClassifier(C=params.C, class_weight=params.class_weight).fit(
-                X[idx], np.array(y), cv=refit_idf_splits(counts, idx))
+                X[idx], np.array(y), cv=refit_idf_splits(counts, idx, params.min_df))
         bundle.heads[head] = model
         labels[head] = [str(c) for c in model.classes_]
         progress(f"head {head}", 1, 1)
@@ -131,16 +132,18 @@ def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progres
         numeric, categorical = split_feature_kinds(frame, ds.features)
         bundle.structured = StructuredEncoder(numeric=numeric, categorical=categorical).fit(frame)
         S = bundle.structured.transform(frame)
+        times = frame["time"].to_numpy() if "time" in frame else None
         risk = RiskClassifier(C_text=params.risk_C_text, C_stack=params.risk_C_stack).fit(
-            X[idx], S, y, cv=refit_idf_splits(counts, idx))
+            X[idx], S, y, cv=refit_idf_splits(counts, idx, params.min_df), groups=bundle.structured.groups_,
+            scaled=bundle.structured.scaled_columns_, times=times)
         # Out-of-fold text scores through the stack: near-honest scores for thresholds and drift.
-        z = risk._scaled(risk._stack_input(risk.oof_text_score_, S))
-        oof = 1 / (1 + np.exp(-(z @ risk.stack_coef_ + risk.stack_intercept_)))
+        oof = risk.stacked_score(risk.oof_text_score_, S)
         del risk.oof_text_score_
         bundle.heads["risk"] = risk
         bundle.risk_thresholds = choose_thresholds(oof, y, params.predict.high_recall, params.predict.medium_recall)
         bundle.meta["risk_reference_histogram"] = score_histogram(oof)
-        bundle.meta["structured_features"] = {"numeric": numeric, "categorical": categorical}
+        bundle.meta["structured_features"] = {"numeric": numeric, "categorical": categorical,
+                                              "selection": risk.field_selection_}
         progress("head risk", 1, 1)
     bundle.meta["labels"] = labels
     bundle.meta["params"] = params.as_dict()

@@ -115,3 +115,41 @@ def test_english_text_trains_and_predicts(tmp_path):
     [fee, coll] = bundle.predict(["Another hidden fee was charged", "The debt collector keeps calling my boss"])
     assert fee["category"]["label"] == "fees" and coll["category"]["label"] == "collection"
     assert any(p["phrase"] == "fee" for p in fee["category"]["phrases"])
+
+
+def test_a_field_that_does_not_help_is_left_out(tmp_path, demo_corpus):
+    """Risk stacking keeps a structured field only if it raises ROC-AUC on the inner validation split."""
+    frame = pd.read_csv(demo_corpus).sample(1200, random_state=3)
+    rng = np.random.default_rng(0)
+    frame["noise"] = rng.choice(["甲", "乙", "丙", "丁"], size=len(frame))
+    path = tmp_path / "noise.csv"
+    frame.to_csv(path, index=False)
+    bundle = fit_bundle(load_dataset(path, Columns(features=("channel", "noise"))), TrainParams())
+    selection = bundle.meta["structured_features"]["selection"]
+    assert "noise" not in selection["kept"]
+    assert "channel" in selection["kept"]
+    assert "text only" in selection["inner_roc_auc"]
+
+
+def test_multilabel_category_predicts_label_sets(tmp_path):
+    rows = []
+    for i in range(15):
+        rows += [{"text": f"发动机异响抖动{i}", "codes": "A"}, {"text": f"变速箱顿挫换挡冲击{i}", "codes": "B"},
+                 {"text": f"发动机异响而且变速箱顿挫{i}", "codes": "A,B"}]
+    path = tmp_path / "car.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    ds = load_dataset(path, Columns(category="codes", cause=None, risk=None, features=(), multilabel_sep=",",
+                                    explicit=frozenset({"category"})))
+    bundle = fit_bundle(ds, TrainParams())
+    [both, one] = bundle.predict(["发动机异响，变速箱也顿挫", "变速箱换挡冲击"])
+    assert set(both["category"]["labels"]) == {"A", "B"}
+    assert one["category"]["labels"] == ["B"]
+
+
+def test_parallel_batch_scoring_matches_serial(demo_bundle, demo_corpus):
+    frame = pd.read_csv(demo_corpus).head(2400)
+    fields = frame[["channel", "repeat_count", "amount"]]
+    serial = demo_bundle.predict(frame["text"].tolist(), fields, explain=False)
+    parallel = demo_bundle.predict(frame["text"].tolist(), fields, explain=False, n_jobs=2)
+    assert [p["risk"]["score"] for p in parallel] == [p["risk"]["score"] for p in serial]
+    assert [p["category"]["label"] for p in parallel] == [p["category"]["label"] for p in serial]
