@@ -11,6 +11,7 @@ import os
 import sys
 
 from models.registry import ModelLoadError
+from service import cli as service_cli
 from training import cli as training_cli
 from training.pipeline import PromotionRefused
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xiaobao", description="消保预警: complaint-risk early warning")
     sub = parser.add_subparsers(dest="command", required=True)
     training_cli.register(sub)
+    service_cli.register(sub)
     return parser
 
 
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (*training_cli.KNOWN_ERRORS, ModelLoadError, PromotionRefused) as exc:
+    except (*training_cli.KNOWN_ERRORS, *service_cli.KNOWN_ERRORS, ModelLoadError, PromotionRefused) as exc:
         print(f"xiaobao {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,1 @@
+"""HTTP routes, thin: they check permissions and hand over to service modules."""

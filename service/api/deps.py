@@ -1,0 +1,77 @@
+"""What routes need from the app (settings, database, model, metrics) and the caller's key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from models.bundle import ModelBundle
+from service.auth import Principal, authenticate
+from service.db import Database
+from service.errors import ApiError
+from service.intake import Intake
+from service.metrics import Metrics
+from service.model_holder import ModelHolder, ModelUnavailable
+from service.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer xb_…`")
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def database(request: Request) -> Database:
+    return request.app.state.db
+
+
+def holder(request: Request) -> ModelHolder:
+    return request.app.state.model
+
+
+def metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def intake(request: Request) -> Intake:
+    return request.app.state.intake
+
+
+def bundle(request: Request) -> ModelBundle:
+    """The model for this request; a reload meanwhile does not change it."""
+    try:
+        return request.app.state.model.get()
+    except ModelUnavailable as exc:
+        raise ApiError(503, "model_unavailable", f"no model is being served: {exc}",
+                       headers={"Retry-After": "30"}) from None
+
+
+def require(permission: str) -> Callable[..., Principal]:
+    """A dependency: the caller's key must be valid (401) and hold `permission` (403)."""
+
+    def check(request: Request,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise ApiError(401, "unauthorized", "send an API key as `Authorization: Bearer <key>`", headers=challenge)
+        db: Database = request.app.state.db
+        with db.reading() as session:
+            principal = authenticate(session, credentials.credentials)
+        if principal is None:
+            raise ApiError(401, "unauthorized", "the API key is unknown or revoked", headers=challenge)
+        if not principal.can(permission):
+            raise ApiError(403, "forbidden", f"scope {principal.scope!r} may not {permission}")
+        return principal
+
+    return check
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+DatabaseDep = Annotated[Database, Depends(database)]
+HolderDep = Annotated[ModelHolder, Depends(holder)]
+MetricsDep = Annotated[Metrics, Depends(metrics)]
+IntakeDep = Annotated[Intake, Depends(intake)]
+BundleDep = Annotated[ModelBundle, Depends(bundle)]

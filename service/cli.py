@@ -1,0 +1,195 @@
+"""`xiaobao serve | keys … | db … | export-labels`: the service commands of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from service.auth import KeyCommandError
+from service.db import DatabaseError
+from service.labels import ExportError
+
+
+class ServiceCliError(Exception):
+    """A one-line message for the user; the CLI exits with status 2."""
+
+
+KNOWN_ERRORS: tuple[type[Exception], ...] = (ServiceCliError, KeyCommandError, DatabaseError, ExportError)
+
+
+def _settings(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise ServiceCliError(f"setting {name} (XIAOBAO_{name.upper()}): {err['msg']}") from None
+
+
+def _database(settings, *, migrate: bool = True):
+    """The database, reachable and at the latest schema, or a one-line error."""
+    from service.db import Database
+
+    db = Database(settings.database_url)
+    problem = db.ping()
+    if problem:
+        db.dispose()
+        raise ServiceCliError(f"{db.url}: {problem}")
+    if migrate:
+        db.upgrade()
+    return db
+
+
+# --- serve -------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    if args.database_url:
+        os.environ["XIAOBAO_DATABASE_URL"] = args.database_url  # worker processes read it too
+    settings = _settings(args)
+    _database(settings).dispose()  # refuse to start on an unreachable database; migrate once, up front
+    if args.workers > 1:
+        uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                    log_level=settings.log_level.lower())
+        return
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+
+
+# --- keys --------------------------------------------------------------------------------------
+def _print_key(row, plaintext: str) -> None:
+    print(f"key {row.id} {row.name!r} (scope {row.scope}) — shown only now, store it safely:")
+    print(plaintext)
+
+
+def _fresh_name(session, name: str) -> str:
+    from sqlalchemy import select
+
+    from service.tables import ApiKey
+
+    taken = set(session.scalars(select(ApiKey.name).where(ApiKey.name.startswith(name))))
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    from service import auth
+
+    db = _database(_settings(args))
+    try:
+        if args.keys_cmd == "create":
+            with db.transaction() as session:
+                row, plaintext = auth.create_key(session, args.name, args.scope)
+            _print_key(row, plaintext)
+        elif args.keys_cmd == "ensure":
+            path = Path(args.file)
+            existing = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+            with db.transaction() as session:
+                principal = auth.authenticate(session, existing) if existing else None
+                if principal is not None and principal.scope == auth.validate_scope(args.scope):
+                    print(f"key {principal.key_id} {principal.name!r} (scope {principal.scope}) from {path}:")
+                    print(existing)
+                    return
+                row, plaintext = auth.create_key(session, _fresh_name(session, args.name), args.scope)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(plaintext + "\n", encoding="utf-8")
+            path.chmod(0o600)
+            _print_key(row, plaintext)
+        elif args.keys_cmd == "list":
+            with db.reading() as session:
+                rows = auth.list_keys(session)
+            if not rows:
+                print("no keys; create one with `xiaobao keys create --name N --scope intake`", file=sys.stderr)
+            for r in rows:
+                state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
+                print(f"{r.id:>4}  {r.name:<24} {r.scope:<28} {r.prefix}…  created {r.created_at:%Y-%m-%d %H:%M}  {state}")
+        elif args.keys_cmd == "revoke":
+            with db.transaction() as session:
+                row = auth.revoke_key(session, name=args.name, key_id=args.id)
+            print(f"key {row.id} {row.name!r} revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+    finally:
+        db.dispose()
+
+
+# --- db ----------------------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace) -> None:
+    from service.db import head_revision
+
+    db = _database(_settings(args), migrate=args.db_cmd == "upgrade")
+    try:
+        revision = db.revision()
+        note = "latest" if revision == head_revision() else f"latest is {head_revision()}; run `xiaobao db upgrade`"
+        print(f"{db.url}: schema revision {revision} ({note})")
+    finally:
+        db.dispose()
+
+
+# --- export-labels -----------------------------------------------------------------------------
+def cmd_export_labels(args: argparse.Namespace) -> None:
+    from service.labels import export_labels
+
+    settings = _settings(args)
+    db = _database(settings)
+    try:
+        summary = export_labels(db, args.out, settings.zone)
+    finally:
+        db.dispose()
+    counts = ", ".join(f"{k} {v}" for k, v in summary.labelled.items())
+    print(f"wrote {summary.rows} labelled requests to {summary.path} (labelled: {counts})", file=sys.stderr)
+    for warning in summary.warnings():
+        print(f"note: {warning}", file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    dbopt = argparse.ArgumentParser(add_help=False)
+    dbopt.add_argument("--database-url", default=None,
+                       help="SQLAlchemy URL (default: $XIAOBAO_DATABASE_URL, $DATABASE_URL or sqlite:///var/xiaobao.db)")
+
+    p = sub.add_parser("serve", parents=[dbopt], help="run the HTTP service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="API keys")
+    ksub = p.add_subparsers(dest="keys_cmd", required=True)
+    k = ksub.add_parser("create", parents=[dbopt], help="create a key; prints it as the last line")
+    k.add_argument("--name", required=True)
+    k.add_argument("--scope", required=True, help="intake | admin | protection | department:<部门>")
+    k.set_defaults(func=cmd_keys)
+    k = ksub.add_parser("ensure", parents=[dbopt],
+                        help="reuse the key stored in FILE if it is valid, else create one and store it there")
+    k.add_argument("--file", required=True)
+    k.add_argument("--name", required=True)
+    k.add_argument("--scope", required=True)
+    k.set_defaults(func=cmd_keys)
+    k = ksub.add_parser("list", parents=[dbopt], help="keys with scope, prefix and state")
+    k.set_defaults(func=cmd_keys)
+    k = ksub.add_parser("revoke", parents=[dbopt], help="revoke a key by name or id")
+    which = k.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name")
+    which.add_argument("--id", type=int)
+    k.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("db", help="the service database")
+    dsub = p.add_subparsers(dest="db_cmd", required=True)
+    d = dsub.add_parser("upgrade", parents=[dbopt], help="apply the migrations up to the latest")
+    d.set_defaults(func=cmd_db)
+    d = dsub.add_parser("current", parents=[dbopt], help="the schema revision the database is at")
+    d.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("export-labels", parents=[dbopt],
+                       help="write recorded outcomes as a training file for `xiaobao train --data`")
+    p.add_argument("--out", required=True, help=".csv, .jsonl or .xlsx")
+    p.set_defaults(func=cmd_export_labels)

@@ -1,0 +1,235 @@
+"""Intake: check a request, mask it, score it, store it — once per external_id, whatever the races.
+
+`after_store` is the one place alerting plugs in: it runs inside the transaction that stores the
+complaint, so the complaint and whatever it raises (alert, letter, outbox messages) commit together,
+and a 2xx answer means all of it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from models.bundle import ModelBundle
+from models.text import clean
+from service.auth import Principal
+from service.db import Database
+from service.errors import ApiError, invalid
+from service.metrics import Metrics
+from service.schemas import (
+    AlertRef,
+    ComplaintIn,
+    IntakeResult,
+    LetterRef,
+    Prediction,
+    PredictItem,
+)
+from service.settings import Settings
+from service.tables import Alert, Complaint
+
+log = logging.getLogger("xiaobao.service.intake")
+
+FUTURE_TOLERANCE = timedelta(days=1)  # upstream clocks drift; a later time is a mistake
+
+
+def after_store(session: Session, complaint: Complaint, prediction: dict[str, Any]) -> Alert | None:
+    """Alerting hook, called once per newly stored complaint inside its transaction (flushed, so
+    `complaint.id` is set). Return the alert the complaint raised or updated, or None.
+
+    For alerting to fill in: routing, dedup on (customer_ref, category, cause), silences, grouping
+    into letters, outbox messages; set `complaint.alert_id` / `complaint.alert` for what it returns.
+    Raising aborts the whole intake (the caller gets a 500 and nothing is stored).
+    """
+    return None
+
+
+# --- checks ------------------------------------------------------------------------------------
+def check_text(text: str | None, field: str, settings: Settings) -> str:
+    """The masked, normalised text; 422 naming the field if it is empty or too long."""
+    if text is None or not text.strip():
+        raise invalid(field, "text is empty")
+    if len(text) > settings.max_text_chars:
+        raise invalid(field, f"text has {len(text)} characters; at most {settings.max_text_chars} are accepted")
+    masked = clean(text)
+    if not masked:
+        raise invalid(field, "text is empty once control characters are removed")
+    return masked
+
+
+def check_channel(channel: str | None, field: str, settings: Settings, *, required: bool) -> str | None:
+    if channel is None or channel == "":
+        if required:
+            raise invalid(field, "a channel is required")
+        return None
+    if channel not in settings.channels:
+        raise invalid(field, f"{channel!r} is not a known channel; use one of {', '.join(settings.channels)}")
+    return channel
+
+
+def check_batch(n: int, limit: int, field: str) -> None:
+    if n == 0:
+        raise invalid(field, "the batch is empty")
+    if n > limit:
+        raise ApiError(422, "batch_too_large", f"{field}: {n} items; at most {limit} per request", field=field)
+
+
+def to_utc(moment: datetime, settings: Settings) -> datetime:
+    """A time without an offset is local time in the configured zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=settings.zone)
+    return moment.astimezone(UTC)
+
+
+def _optional_clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = clean(value)
+    return value or None
+
+
+@dataclass
+class Prepared:
+    """A checked request, masked and ready to score."""
+
+    item: ComplaintIn
+    text: str
+    received_at: datetime
+    customer_ref: str | None
+    branch: str
+    product: str | None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"channel": self.item.channel, "repeat_count": self.item.repeat_count, "amount": self.item.amount}
+
+
+def prepare(item: ComplaintIn, settings: Settings, prefix: str = "") -> Prepared:
+    text = check_text(item.text, prefix + "text", settings)
+    check_channel(item.channel, prefix + "channel", settings, required=True)
+    received = to_utc(item.received_at, settings)
+    if received > datetime.now(UTC) + FUTURE_TOLERANCE:
+        raise invalid(prefix + "received_at", "lies in the future")
+    branch = clean(item.branch)
+    if not branch:
+        raise invalid(prefix + "branch", "branch is empty")
+    return Prepared(item, text, received, _optional_clean(item.customer_ref), branch, _optional_clean(item.product))
+
+
+def prepare_predict_items(items: list[PredictItem], settings: Settings, prefix: str) -> tuple[list[str], list[dict]]:
+    texts, fields = [], []
+    for i, item in enumerate(items):
+        p = f"{prefix}[{i}]." if prefix else ""
+        texts.append(check_text(item.text, p + "text", settings))
+        check_channel(item.channel, p + "channel", settings, required=False)
+        fields.append({"channel": item.channel, "repeat_count": item.repeat_count, "amount": item.amount})
+    return texts, fields
+
+
+# --- storing -----------------------------------------------------------------------------------
+def _new_complaint(p: Prepared, prediction: dict[str, Any], principal: Principal | None) -> Complaint:
+    category, cause, risk = prediction.get("category"), prediction.get("cause"), prediction.get("risk")
+    item = p.item
+    return Complaint(
+        external_id=item.external_id, text_masked=p.text, channel=item.channel, branch=p.branch,
+        received_at=p.received_at, customer_ref=p.customer_ref, product=p.product,
+        amount=None if item.amount is None else Decimal(str(item.amount)).quantize(Decimal("0.01")),
+        repeat_count=item.repeat_count, prediction=prediction, model_version=str(prediction["model_version"]),
+        category=category["label"] if category else None,
+        category_probability=category["probability"] if category else None,
+        cause=cause["label"] if cause else None, cause_probability=cause["probability"] if cause else None,
+        risk_score=risk["score"] if risk else None, risk_level=risk["level"] if risk else None,
+        needs_review=bool(prediction.get("needs_review")), api_key_id=principal.key_id if principal else None,
+    )
+
+
+def alert_ref(alert: Alert | None) -> AlertRef | None:
+    if alert is None:
+        return None
+    letter = alert.letter
+    return AlertRef(id=alert.id, status=alert.status, reason=alert.reason, department=alert.department,
+                    risk_level=alert.risk_level, occurrences=alert.occurrences,
+                    letter=LetterRef(id=letter.id, number=letter.number) if letter else None)
+
+
+def result_of(complaint: Complaint, created: bool, alert: Alert | None) -> IntakeResult:
+    return IntakeResult(id=complaint.id, external_id=complaint.external_id, created=created,
+                        prediction=Prediction.model_validate(complaint.prediction), alert=alert_ref(alert))
+
+
+def _existing(session: Session, external_ids: list[str]) -> dict[str, Complaint]:
+    rows = session.scalars(select(Complaint).where(Complaint.external_id.in_(external_ids))
+                           .options(selectinload(Complaint.alert).selectinload(Alert.letter)))
+    return {c.external_id: c for c in rows}
+
+
+class Intake:
+    """Stores requests for one app: database, model holder, settings and metrics together."""
+
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+        self.db, self.settings, self.metrics = db, settings, metrics
+
+    def find(self, external_ids: list[str]) -> dict[str, IntakeResult]:
+        with self.db.reading() as session:
+            return {k: result_of(c, False, c.alert) for k, c in _existing(session, external_ids).items()}
+
+    def submit(self, bundle: ModelBundle, item: ComplaintIn, principal: Principal | None) -> IntakeResult:
+        return self.submit_many(bundle, [item], principal, prefix=None)[0]
+
+    def submit_many(self, bundle: ModelBundle, items: list[ComplaintIn], principal: Principal | None,
+                    prefix: str | None = "items") -> list[IntakeResult]:
+        """Every item is checked before anything is stored; a bad one refuses the whole batch."""
+        prepared = [prepare(item, self.settings, f"{prefix}[{i}]." if prefix else "") for i, item in enumerate(items)]
+        known = self.find(list({p.item.external_id for p in prepared}))
+        fresh: dict[str, Prepared] = {}
+        for p in prepared:
+            if p.item.external_id not in known:
+                fresh.setdefault(p.item.external_id, p)  # a repeat inside one batch is the same request
+        stored: dict[str, IntakeResult] = {}
+        if fresh:
+            todo = list(fresh.values())
+            predictions = bundle.predict([p.text for p in todo], [p.fields for p in todo], explain=True,
+                                         already_clean=True)
+            stored = self._store(todo, predictions, principal)
+        results = []
+        seen: set[str] = set()
+        for p in prepared:
+            key = p.item.external_id
+            result = known.get(key) or stored[key]
+            if key in seen and result.created:
+                result = result.model_copy(update={"created": False})
+            seen.add(key)
+            results.append(result)
+        self.metrics.count_intake(results)
+        return results
+
+    def _store(self, todo: list[Prepared], predictions: list[dict[str, Any]],
+               principal: Principal | None) -> dict[str, IntakeResult]:
+        """One transaction; each complaint in a savepoint, so a duplicate that another request stored
+        meanwhile (the UNIQUE external_id refuses it) is answered with the stored record."""
+        out: dict[str, IntakeResult] = {}
+        lost: list[str] = []
+        with self.db.transaction() as session:
+            for p, prediction in zip(todo, predictions, strict=True):
+                try:
+                    with session.begin_nested():
+                        complaint = _new_complaint(p, prediction, principal)
+                        session.add(complaint)
+                        session.flush()
+                        alert = after_store(session, complaint, prediction)
+                        session.flush()
+                except IntegrityError:
+                    if not _existing(session, [p.item.external_id]):
+                        raise  # another constraint: a bug, not a duplicate
+                    lost.append(p.item.external_id)
+                    continue
+                out[p.item.external_id] = result_of(complaint, True, alert)
+            if lost:
+                out.update({k: result_of(c, False, c.alert) for k, c in _existing(session, lost).items()})
+        return out

@@ -1,0 +1,250 @@
+"""Request and response bodies (pydantic v2). Limits that depend on the settings (text length,
+channels, batch sizes) are checked in service.intake, so they can be configured per deployment.
+
+Numbers and flags are strict (a JSON "2" is not a repeat count); times are ISO 8601, and a time
+without an offset is read in the configured zone (Asia/Shanghai by default).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, model_validator
+
+Amount = Annotated[float, Strict(), Field(ge=0, le=1e15, description="金额 in yuan")]
+RepeatCount = Annotated[StrictInt, Field(ge=0, le=1_000_000, description="times the customer raised it before")]
+
+
+def _absent(value: object) -> bool:
+    """Left out of the JSON rather than null, as the model leaves out what it does not predict."""
+    return value is None
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# --- prediction ------------------------------------------------------------------------------------
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class Phrase(BaseModel):
+    phrase: str
+    weight: float
+
+
+class HeadPrediction(BaseModel):
+    label: str
+    probability: float
+    top_k: list[LabelProbability]
+    phrases: list[Phrase] = []
+    labels: list[str] | None = Field(None, exclude_if=_absent,
+                                     description="all labels above threshold (multi-label models only)")
+
+
+class RiskPrediction(BaseModel):
+    score: float = Field(description="calibrated probability that the request becomes a dispute")
+    level: str = Field(description="高 / 中 / 低")
+    phrases: list[Phrase] = []
+
+
+class Prediction(BaseModel):
+    """The model's full answer; a head is absent when the model was trained without its label."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_version: str
+    category: HeadPrediction | None = Field(None, exclude_if=_absent)
+    cause: HeadPrediction | None = Field(None, exclude_if=_absent)
+    risk: RiskPrediction | None = Field(None, exclude_if=_absent)
+    needs_review: bool
+    review_reasons: list[str] = []
+
+
+class PredictItem(_In):
+    text: str = Field(description="the request as written; personal data is masked before scoring")
+    channel: str | None = None
+    repeat_count: RepeatCount | None = None
+    amount: Amount | None = None
+    product: str | None = Field(None, max_length=100)
+
+
+class PredictRequest(_In):
+    """Either one text (`text` and its fields) or a batch (`items`)."""
+
+    text: str | None = None
+    channel: str | None = None
+    repeat_count: RepeatCount | None = None
+    amount: Amount | None = None
+    product: str | None = Field(None, max_length=100)
+    items: list[PredictItem] | None = None
+    explain: StrictBool = Field(True, description="include the phrases behind each decision")
+
+    @model_validator(mode="after")
+    def _one_or_batch(self) -> PredictRequest:
+        single = self.text is not None or any(
+            v is not None for v in (self.channel, self.repeat_count, self.amount, self.product))
+        if self.items is None and self.text is None:
+            raise ValueError("give `text` for one prediction or `items` for a batch")
+        if self.items is not None and single:
+            raise ValueError("give either `text` (with its fields) or `items`, not both")
+        return self
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    prediction: Prediction
+
+
+class PredictBatchResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+# --- complaints ------------------------------------------------------------------------------------
+class ComplaintIn(_In):
+    external_id: str = Field(min_length=1, max_length=128, description="the upstream system's id; repeats are idempotent")
+    text: str
+    channel: str
+    branch: str = Field(min_length=1, max_length=100)
+    received_at: datetime
+    customer_ref: str | None = Field(None, max_length=128, description="the upstream's customer reference (masked if it holds personal data)")
+    product: str | None = Field(None, max_length=100)
+    amount: Amount | None = None
+    repeat_count: RepeatCount | None = None
+
+
+class ComplaintBatchIn(_In):
+    items: list[ComplaintIn]
+
+
+class LetterRef(BaseModel):
+    id: int
+    number: str
+
+
+class AlertRef(BaseModel):
+    id: int
+    status: str
+    reason: str
+    department: str
+    risk_level: str | None
+    occurrences: int
+    letter: LetterRef | None = None
+
+
+class IntakeResult(BaseModel):
+    id: int
+    external_id: str
+    created: bool = Field(description="false when the external_id was known and the stored record is returned")
+    prediction: Prediction
+    alert: AlertRef | None = None
+
+
+class IntakeBatchResult(BaseModel):
+    items: list[IntakeResult]
+    created: int
+    existing: int
+
+
+class Labels(BaseModel):
+    """The labels feedback has established so far (see `POST …/outcome`)."""
+
+    escalated: bool | None = None
+    category: str | None = None
+    cause: str | None = None
+
+
+class ComplaintSummary(BaseModel):
+    id: int
+    external_id: str
+    text: str = Field(description="masked")
+    channel: str
+    branch: str
+    received_at: datetime
+    customer_ref: str | None
+    product: str | None
+    amount: float | None
+    repeat_count: int | None
+    model_version: str
+    category: str | None
+    cause: str | None
+    risk_score: float | None
+    risk_level: str | None
+    needs_review: bool
+    status: str
+    closed_at: datetime | None
+    alert_id: int | None
+    created_at: datetime
+
+
+class ComplaintOut(ComplaintSummary):
+    prediction: Prediction
+    alert: AlertRef | None = None
+    labels: Labels | None = None
+
+
+class ComplaintPage(BaseModel):
+    items: list[ComplaintSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class OutcomeIn(_In):
+    escalated: StrictBool | None = Field(None, description="the request did become a formal dispute")
+    category: str | None = Field(None, description="the right category, if the prediction was wrong")
+    cause: str | None = Field(None, description="the right cause, if the prediction was wrong")
+    confirmed: StrictBool = Field(False, description="the predicted category and cause are right")
+    note: str | None = Field(None, max_length=4000)
+    closed: StrictBool = Field(False, description="the case is closed (handling finished)")
+    closed_at: datetime | None = Field(None, description="when it was closed (default: now); implies closed")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> OutcomeIn:
+        given: dict[str, Any] = {"escalated": self.escalated, "category": self.category, "cause": self.cause,
+                                 "note": self.note, "closed_at": self.closed_at}
+        if not self.confirmed and not self.closed and all(v is None for v in given.values()):
+            raise ValueError("give at least one of escalated, category, cause, confirmed, note, closed")
+        return self
+
+
+class OutcomeOut(BaseModel):
+    id: int
+    complaint_id: int
+    escalated: bool | None
+    category: str | None
+    cause: str | None
+    confirmed: bool
+    note: str | None
+    recorded_at: datetime
+    complaint_status: str
+    closed_at: datetime | None
+    labels: Labels
+
+
+# --- operations ------------------------------------------------------------------------------------
+class ReloadOut(BaseModel):
+    previous_version: str | None
+    version: str
+    changed: bool
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class Error(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: Error

@@ -1,0 +1,98 @@
+"""Every setting of the service in one object, read from XIAOBAO_* environment variables.
+
+`Settings()` reads the environment; tests and the CLI pass overrides as keyword arguments.
+List settings accept JSON (`["a","b"]`) or a comma-separated string (`a,b`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The intake channels, categories and causes the project uses (../shared/domain.md); configuration,
+# not code, so a bank with other lists changes the environment, not the service.
+DEFAULT_CHANNELS = ["营业网点", "电话客服", "手机银行", "网上银行", "微信公众号", "监管转办", "信访", "媒体"]
+DEFAULT_CATEGORIES = ["信用卡", "借记卡", "个人贷款", "人民币储蓄", "支付结算", "自营理财", "银行代理业务",
+                      "个人金融信息", "人民币管理", "外汇", "其他"]
+DEFAULT_CAUSES = ["服务态度及服务质量", "服务设施、设备、业务系统", "管理制度、业务规则与流程", "营销方式和手段",
+                  "信息披露", "自主选择权", "定价收费", "产品收益", "合同条款", "消费者资金安全", "消费者信息安全",
+                  "债务催收方式和手段"]
+RISK_LEVELS = ("高", "中", "低")
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="XIAOBAO_", extra="ignore", populate_by_name=True)
+
+    # --- storage and model ------------------------------------------------------------------------
+    database_url: str = Field(
+        default="sqlite:///var/xiaobao.db",
+        validation_alias=AliasChoices("XIAOBAO_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; postgresql:// is served by psycopg 3. Relative SQLite paths are "
+                    "relative to the working directory.")
+    registry: Path | None = Field(default=None, description="model registry folder (default: models/registry)")
+    migrate_on_start: bool = True
+
+    # --- request limits -----------------------------------------------------------------------------
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_text_chars: int = Field(default=20_000, gt=0)
+    predict_batch_max: int = Field(default=1000, gt=0)
+    intake_batch_max: int = Field(default=500, gt=0)
+    page_limit_default: int = Field(default=50, gt=0)
+    page_limit_max: int = Field(default=500, gt=0)
+
+    # --- vocabularies -------------------------------------------------------------------------------
+    channels: StrList = Field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    categories: StrList = Field(default_factory=lambda: list(DEFAULT_CATEGORIES),
+                                description="labels an outcome may correct a category to")
+    causes: StrList = Field(default_factory=lambda: list(DEFAULT_CAUSES),
+                            description="labels an outcome may correct a cause to")
+    timezone: str = Field(default="Asia/Shanghai",
+                          description="zone of timestamps sent without an offset, and of exported times")
+
+    # --- alerting (read by service.intake.after_store once alerting lands) ------------------------
+    alert_min_level: Literal["高", "中", "低"] = "高"
+    alert_channels: StrList = Field(default_factory=lambda: ["监管转办"],
+                                    description="channels whose every request raises an alert")
+    dedup_window_days: int = Field(default=30, ge=0)
+    group_window_minutes: int = Field(default=60, ge=0, description="0 sends each alert in its own letter")
+    routing_file: Path | None = None
+    protection_department: str = "消费者权益保护部"
+
+    log_level: str = "INFO"
+
+    @field_validator("channels", "categories", "causes", "alert_channels", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("channels", "categories", "causes")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one value")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)

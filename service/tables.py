@@ -1,0 +1,321 @@
+"""The database schema (SQLAlchemy 2 typed declarative). Alembic migrations in service/migrations
+create it; a change here needs a new migration (tests compare the two).
+
+Times are stored as UTC and come back timezone-aware on SQLite and PostgreSQL alike.
+Complaint text, notes and customer references are stored only after `models.text.clean`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# Stable constraint names: Alembic needs them to alter or drop constraints later (SQLite batch mode too).
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; naive values are refused, not guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: Json}
+
+
+class ApiKey(Base):
+    """A caller of the API. Only the sha256 of the key is kept; `prefix` identifies it in lists."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    scope: Mapped[str] = mapped_column(String(120))  # intake | admin | protection | department:<部门>
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Department(Base):
+    """A 职能部室 that receives letters; the routing file may sync its contacts here."""
+
+    __tablename__ = "departments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    webhook_url: Mapped[str | None] = mapped_column(String(1000))
+    active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """One matter that needs a department's attention. Repeats with the same dedup key (customer,
+    category, cause) update the open alert; the partial unique index keeps one open alert per key
+    even when two workers race."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("uq_alerts_open_dedup_key", "dedup_key", unique=True,
+              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        CheckConstraint("occurrences >= 1", name="occurrences_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(400), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | resolved | silenced …
+    reason: Mapped[str] = mapped_column(String(32))  # risk_level | referral | …
+    department: Mapped[str] = mapped_column(String(100), index=True)
+    customer_ref: Mapped[str | None] = mapped_column(String(128))
+    category: Mapped[str | None] = mapped_column(String(64))
+    cause: Mapped[str | None] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(String(100))
+    risk_score: Mapped[float | None]
+    risk_level: Mapped[str | None] = mapped_column(String(4))
+    occurrences: Mapped[int] = mapped_column(default=1)
+    letter_id: Mapped[int | None] = mapped_column(Id, ForeignKey("letters.id", ondelete="SET NULL"), index=True)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    resolved_at: Mapped[datetime | None]
+
+    letter: Mapped[Letter | None] = relationship(foreign_keys=[letter_id])
+    complaints: Mapped[list[Complaint]] = relationship(back_populates="alert")
+
+
+class Complaint(Base):
+    """One request or complaint as received, with the prediction made when it arrived."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'closed')", name="status_known"),
+        CheckConstraint("repeat_count IS NULL OR repeat_count >= 0", name="repeat_count_not_negative"),
+        Index("ix_complaints_received_at_id", "received_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(128), unique=True)
+    text_masked: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(32), index=True)
+    branch: Mapped[str] = mapped_column(String(100), index=True)
+    received_at: Mapped[datetime]
+    customer_ref: Mapped[str | None] = mapped_column(String(128), index=True)
+    product: Mapped[str | None] = mapped_column(String(100))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2, asdecimal=True))
+    repeat_count: Mapped[int | None]
+    # The model's answer at intake, whole (top-k, phrases, review reasons) and in indexed columns.
+    prediction: Mapped[dict[str, Any]]
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    category: Mapped[str | None] = mapped_column(String(64), index=True)
+    category_probability: Mapped[float | None]
+    cause: Mapped[str | None] = mapped_column(String(64), index=True)
+    cause_probability: Mapped[float | None]
+    risk_score: Mapped[float | None]
+    risk_level: Mapped[str | None] = mapped_column(String(4), index=True)
+    needs_review: Mapped[bool] = mapped_column(default=False, index=True)
+    # Handling: the 15/30/60-day rule and the digest's "closed within 15 days" read these.
+    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open", index=True)
+    closed_at: Mapped[datetime | None]
+    alert_id: Mapped[int | None] = mapped_column(Id, ForeignKey("alerts.id", ondelete="SET NULL"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(Id, ForeignKey("api_keys.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    alert: Mapped[Alert | None] = relationship(back_populates="complaints")
+    outcomes: Mapped[list[ComplaintOutcome]] = relationship(
+        back_populates="complaint", order_by="ComplaintOutcome.id", cascade="all, delete-orphan")
+
+
+class ComplaintOutcome(Base):
+    """Feedback on a complaint: what really happened and the right labels. Several may be recorded;
+    for each field the latest non-empty value counts (see service.labels)."""
+
+    __tablename__ = "complaint_outcomes"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    complaint_id: Mapped[int] = mapped_column(Id, ForeignKey("complaints.id", ondelete="CASCADE"), index=True)
+    escalated: Mapped[bool | None]
+    category: Mapped[str | None] = mapped_column(String(64))
+    cause: Mapped[str | None] = mapped_column(String(64))
+    # The reviewer states that the predicted category and cause are right (they become labels too).
+    confirmed: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    note: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[int | None] = mapped_column(Id, ForeignKey("api_keys.id", ondelete="SET NULL"))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    complaint: Mapped[Complaint] = relationship(back_populates="outcomes")
+
+
+class LetterSequence(Base):
+    """The per-year counter behind letter numbers. Take the next number with
+    `UPDATE letter_sequences SET last_seq = last_seq + 1 WHERE year = :y RETURNING last_seq` inside the
+    letter's transaction: the row lock serialises workers and a rollback returns the number, so
+    numbers stay gapless and never repeat."""
+
+    __tablename__ = "letter_sequences"
+    __table_args__ = (CheckConstraint("last_seq >= 0", name="last_seq_not_negative"),)
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(default=0)
+
+
+class Letter(Base):
+    """A 投诉风险提示函 to one department, numbered 〔year〕第NNNN号."""
+
+    __tablename__ = "letters"
+    __table_args__ = (
+        UniqueConstraint("year", "seq"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    year: Mapped[int]
+    seq: Mapped[int]
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    department: Mapped[str] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="issued", index=True)  # issued | acknowledged | resolved …
+    # One letter per department per grouping window: the window's key makes a second worker's
+    # attempt to open the same letter fail instead of duplicating it.
+    group_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    risk_level: Mapped[str | None] = mapped_column(String(4))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ack_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    response_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    acknowledged_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
+    ack_note: Mapped[str | None] = mapped_column(Text)
+    resolve_note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    items: Mapped[list[LetterItem]] = relationship(back_populates="letter", order_by="LetterItem.id",
+                                                   cascade="all, delete-orphan")
+    events: Mapped[list[LetterEvent]] = relationship(back_populates="letter", order_by="LetterEvent.id",
+                                                     cascade="all, delete-orphan")
+
+
+class LetterItem(Base):
+    """One request listed in a letter; `snapshot` freezes what the letter showed about it."""
+
+    __tablename__ = "letter_items"
+    __table_args__ = (UniqueConstraint("letter_id", "complaint_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    letter_id: Mapped[int] = mapped_column(Id, ForeignKey("letters.id", ondelete="CASCADE"), index=True)
+    complaint_id: Mapped[int] = mapped_column(Id, ForeignKey("complaints.id", ondelete="RESTRICT"), index=True)
+    alert_id: Mapped[int | None] = mapped_column(Id, ForeignKey("alerts.id", ondelete="SET NULL"), index=True)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    letter: Mapped[Letter] = relationship(back_populates="items")
+
+
+class LetterEvent(Base):
+    """The letter's history: issued, sent, delivered, acknowledged, reminded, escalated, resolved."""
+
+    __tablename__ = "letter_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    letter_id: Mapped[int] = mapped_column(Id, ForeignKey("letters.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[int | None] = mapped_column(Id, ForeignKey("api_keys.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    letter: Mapped[Letter] = relationship(back_populates="events")
+
+
+class OutboxMessage(Base):
+    """A message to deliver, written in the same transaction as the change that causes it. The
+    idempotency key goes with the message so a receiver can drop a redelivery after a crash."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # email | webhook
+    receiver: Mapped[str] = mapped_column(String(1000))  # address or URL
+    subject: Mapped[str | None] = mapped_column(String(300))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed | dead
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None]  # a worker's lease; an expired lease means it crashed
+    last_error: Mapped[str | None] = mapped_column(Text)
+    letter_id: Mapped[int | None] = mapped_column(Id, ForeignKey("letters.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class Silence(Base):
+    """Mutes alerts matching every non-empty field until `ends_at`."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    department: Mapped[str | None] = mapped_column(String(100))
+    category: Mapped[str | None] = mapped_column(String(64))
+    cause: Mapped[str | None] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(String(100))
+    comment: Mapped[str | None] = mapped_column(Text)
+    starts_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ends_at: Mapped[datetime] = mapped_column(index=True)
+    api_key_id: Mapped[int | None] = mapped_column(Id, ForeignKey("api_keys.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
