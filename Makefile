@@ -35,13 +35,24 @@ model: $(STAMP) $(CORPUS)
 	@test -n "$$($(PY) -c 'from models.registry import Registry; print(Registry().current() or "")')" \
 		|| $(MAKE) train
 
+# The service on 127.0.0.1:8000: SQLite under var/, the registry's current model (trained first if
+# absent), and a demo admin key kept in var/demo-key.txt and reused while it stays valid.
+SERVICE_DB := sqlite:///var/xiaobao.db
+DEMO_KEY := var/demo-key.txt
+
 run: model
-	@echo "The service arrives with issue 3; until then, a real prediction with the current model:"
-	$(XIAOBAO) predict --model current \
-		--text "客户来电反映其信用卡近三个月每天接到催收电话，对方还打给他单位领导，客户情绪激动，称再这样就去银保监投诉。" \
-		--text "请问你们的定期存款提前支取利息怎么算？" \
-		--text "I was charged a late fee although I paid on time, and nobody answers my emails." \
-		--channel 电话客服
+	@mkdir -p var
+	@$(XIAOBAO) db upgrade --database-url $(SERVICE_DB)
+	@$(XIAOBAO) keys ensure --name demo --scope admin --file $(DEMO_KEY) --database-url $(SERVICE_DB) > /dev/null
+	@echo ""
+	@echo "  消保预警 service    http://127.0.0.1:8000"
+	@echo "  API docs (OpenAPI)  http://127.0.0.1:8000/docs"
+	@echo "  health, readiness   http://127.0.0.1:8000/healthz  http://127.0.0.1:8000/readyz"
+	@echo "  demo key (admin)    $$(cat $(DEMO_KEY))   (also in $(DEMO_KEY))"
+	@echo "  try it              curl -s http://127.0.0.1:8000/v1/predict -H \"Authorization: Bearer \$$(cat $(DEMO_KEY))\" \\"
+	@echo "                        -H 'Content-Type: application/json' -d '{\"text\": \"信用卡年费被重复扣了两次\"}'"
+	@echo ""
+	$(XIAOBAO) serve --host 127.0.0.1 --port 8000 --database-url $(SERVICE_DB)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
