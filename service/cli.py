@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["XIAOBAO_DATABASE_URL"] = args.database_url  # worker processes read it too
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start
     _database(settings).dispose()  # refuse to start on an unreachable database; migrate once, up front
     if args.workers > 1:
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,

@@ -56,7 +56,9 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
+    """Pools sized to the server's 40 worker threads, each holding one connection at a time: SQLite
+    connections are cheap and keep their pragmas; PostgreSQL ones count against max_connections."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -69,18 +71,18 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
                                 "would be a different, empty database on each connection")
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=pool_size, max_overflow=20)
+                               pool_size=pool_size or 40, max_overflow=10)
         _sqlite_setup(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+        return create_engine(url, pool_size=pool_size or 20, max_overflow=10, pool_pre_ping=True)
     raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}; use sqlite or postgresql")
 
 
 class Database:
     """One engine and its two session factories: `reading()` and `transaction()`."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
         self.engine = make_engine(url, pool_size=pool_size)
         self.url = self.engine.url.render_as_string(hide_password=True)
         writer = self.engine.execution_options(**{_WRITE_OPTION: True})

@@ -160,6 +160,8 @@ def test_an_alert_from_the_hook_is_answered_and_scopes_department_reads(client, 
     listed = client.get("/v1/complaints", headers=dept).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == r.json()["id"]
     assert client.get("/v1/complaints", headers=h["protection"]).json()["total"] == 2
+    r = client.post(f"/v1/complaints/{r.json()['id']}/outcome", json={"escalated": True}, headers=dept)
+    assert r.status_code == 201 and r.json()["labels"]["escalated"] is True
 
 
 def test_intake_needs_an_intake_or_admin_key(client, h):
