@@ -3,6 +3,7 @@ pipeline measured in the same run. Writes bench/results/accuracy.json. Run: pyth
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -17,7 +18,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, r
 from sklearn.model_selection import StratifiedKFold
 
 from bench.baseline import plain_pipeline
-from bench.common import ROOT, shared, write_result
+from bench.common import RESULTS, ROOT, shared, write_result
 from models.registry import Registry
 from training.data import Columns, load_dataset
 from training.evaluate import evaluate, expected_calibration_error
@@ -121,13 +122,16 @@ def bank_dev() -> dict[str, Any] | None:
 def main() -> dict[str, Any]:
     sections = {"taidi_bodies": lambda: taidi("bodies"), "taidi_titles": lambda: taidi("titles"),
                 "cfpb": cfpb, "car_12365auto": car, "bank_dev": bank_dev}
-    only = sys.argv[1:] or list(sections)
+    only = [a for a in sys.argv[1:] if a in sections] or list(sections)
+    previous = RESULTS / "accuracy.json"
     result: dict[str, Any] = {}
+    if len(only) < len(sections) and previous.is_file():  # rerunning some sections keeps the others
+        result = {k: v for k, v in json.loads(previous.read_text(encoding="utf-8")).items() if k != "machine"}
     for name in only:
         t0 = time.perf_counter()
         result[name] = sections[name]()
         print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    write_result("accuracy" if not sys.argv[1:] else "accuracy-" + "-".join(only), result)
+        write_result("accuracy", result)  # after each section, so a late failure loses nothing
     return result
 
 

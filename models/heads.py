@@ -163,7 +163,9 @@ class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
             yk = M[:, k]
             oof = np.zeros(len(yk))
             for tr, te, X_tr, X_te in (cv or sliced_splits(X))(yk, self.calibration_folds):
-                oof[te] = LinearSVC(C=self.C).fit(X_tr, yk[tr]).decision_function(X_te)
+                # A rare label can be absent from a fold's training part: it scores "no" there.
+                oof[te] = (LinearSVC(C=self.C).fit(X_tr, yk[tr]).decision_function(X_te)
+                           if len(np.unique(yk[tr])) == 2 else -1.0)
             platt = LogisticRegression(C=1e4).fit(oof[:, None], yk)
             self.platt_.append((float(platt.coef_[0, 0]), float(platt.intercept_[0])))
             svm = LinearSVC(C=self.C).fit(X, yk)
