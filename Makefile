@@ -30,10 +30,11 @@ $(CORPUS): $(wildcard data/demo/parts/*.jsonl) training/demo_corpus.py | $(STAMP
 train: $(STAMP) $(CORPUS)
 	$(XIAOBAO) train --data $(CORPUS) --promote
 
-# The default model, trained only if the registry has no champion yet.
+# The default model, trained only if the registry has no champion that loads and passes its checks
+# (a champion written by an older bundle format is retrained, not served).
 model: $(STAMP) $(CORPUS)
-	@test -n "$$($(PY) -c 'from models.registry import Registry; print(Registry().current() or "")')" \
-		|| $(MAKE) train
+	@$(PY) -c 'from models.registry import Registry; Registry().load("current")' 2>/dev/null \
+		|| { echo "no usable champion model: training the default model"; $(MAKE) train; }
 
 # The service on 127.0.0.1:8000: SQLite under var/, the registry's current model (trained first if
 # absent), and a demo admin key kept in var/demo-key.txt and reused while it stays valid.
