@@ -56,14 +56,38 @@ class Settings(BaseSettings):
     timezone: str = Field(default="Asia/Shanghai",
                           description="zone of timestamps sent without an offset, and of exported times")
 
-    # --- alerting (read by service.intake.after_store once alerting lands) ------------------------
+    # --- alerting (service.alerting, called from service.intake.after_store) -----------------------
     alert_min_level: Literal["高", "中", "低"] = "高"
     alert_channels: StrList = Field(default_factory=lambda: ["监管转办"],
                                     description="channels whose every request raises an alert")
     dedup_window_days: int = Field(default=30, ge=0)
     group_window_minutes: int = Field(default=60, ge=0, description="0 sends each alert in its own letter")
-    routing_file: Path | None = None
+    routing_file: Path | None = Field(default=None, description="routing YAML (default: the shipped "
+                                      "service/resources/routing.yaml)")
     protection_department: str = "消费者权益保护部"
+
+    # --- letters: deadlines and escalation --------------------------------------------------------
+    response_days: int = Field(default=15, ge=1, description="days to decide on a request (extendable to 30/60)")
+    ack_working_days: int = Field(default=2, ge=0, description="working days a department has to acknowledge")
+    reminder_interval_hours: float = Field(default=24, gt=0, description="between reminders of an overdue letter")
+    public_url: str = Field(default="http://127.0.0.1:8000", description="base of links in letters and messages")
+
+    # --- delivery: outbox worker, SMTP, webhooks (also used by anything else that sends mail) -----
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    smtp_sender: str = "xiaobao@bank.example"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    send_timeout_seconds: float = Field(default=10, gt=0, description="SMTP and webhook network timeout")
+    outbox_max_attempts: int = Field(default=8, ge=1, description="failed attempts before a message is dead")
+    outbox_backoff_seconds: float = Field(default=30, gt=0, description="first retry delay; doubles each time")
+    outbox_backoff_max_seconds: float = Field(default=3600, gt=0)
+    outbox_lease_seconds: float = Field(default=120, gt=0, description="a claimed message is another "
+                                        "worker's to retry once its lease runs out (a crashed worker)")
+    outbox_batch_size: int = Field(default=20, ge=1)
+    worker_poll_seconds: float = Field(default=2, gt=0)
+    run_worker: bool = Field(default=False, description="`xiaobao serve` also runs the delivery worker")
 
     log_level: str = "INFO"
 
