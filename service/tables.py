@@ -105,19 +105,21 @@ class Department(Base):
 
 class Alert(Base):
     """One matter that needs a department's attention. Repeats with the same dedup key (customer,
-    category, cause) update the open alert; the partial unique index keeps one open alert per key
-    even when two workers race."""
+    category, cause) update the active alert; the partial unique index keeps one active (open or
+    silenced) alert per key even when two workers race. A letter lists an open alert once
+    (`letter_id`); a silenced one is kept for the record and gets no letter."""
 
     __tablename__ = "alerts"
     __table_args__ = (
-        Index("uq_alerts_open_dedup_key", "dedup_key", unique=True,
-              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index("uq_alerts_active_dedup_key", "dedup_key", unique=True,
+              sqlite_where=text("status IN ('open', 'silenced')"),
+              postgresql_where=text("status IN ('open', 'silenced')")),
         CheckConstraint("occurrences >= 1", name="occurrences_positive"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     dedup_key: Mapped[str] = mapped_column(String(400), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | resolved | silenced …
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | silenced | resolved | lapsed
     reason: Mapped[str] = mapped_column(String(32))  # risk_level | referral | …
     department: Mapped[str] = mapped_column(String(100), index=True)
     customer_ref: Mapped[str | None] = mapped_column(String(128))
@@ -128,7 +130,10 @@ class Alert(Base):
     risk_level: Mapped[str | None] = mapped_column(String(4))
     occurrences: Mapped[int] = mapped_column(default=1)
     letter_id: Mapped[int | None] = mapped_column(Id, ForeignKey("letters.id", ondelete="SET NULL"), index=True)
+    silence_id: Mapped[int | None] = mapped_column(Id, ForeignKey("silences.id", ondelete="SET NULL"))
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # received_at of the latest complaint: the dedup window runs from here
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     resolved_at: Mapped[datetime | None]
 
@@ -237,6 +242,9 @@ class Letter(Base):
     acknowledged_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     reminded_at: Mapped[datetime | None]
+    reminders: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # 15, or 30 / 60 once extended for a complex case (POST /v1/letters/{id}/extend)
+    response_days: Mapped[int] = mapped_column(default=15, server_default=text("15"))
     ack_note: Mapped[str | None] = mapped_column(Text)
     resolve_note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -294,10 +302,12 @@ class OutboxMessage(Base):
     receiver: Mapped[str] = mapped_column(String(1000))  # address or URL
     subject: Mapped[str | None] = mapped_column(String(300))
     payload: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed | dead
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sending | failed | sent | dead
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     locked_until: Mapped[datetime | None]  # a worker's lease; an expired lease means it crashed
+    lease_owner: Mapped[str | None] = mapped_column(String(64))  # only the lease holder may settle it
+    event: Mapped[str | None] = mapped_column(String(40))  # letter.issued, letter.reminder, …
     last_error: Mapped[str | None] = mapped_column(Text)
     letter_id: Mapped[int | None] = mapped_column(Id, ForeignKey("letters.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
