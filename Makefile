@@ -8,9 +8,21 @@ STAMP := $(VENV)/.installed
 CORPUS := data/demo/demo_corpus.csv
 REGISTRY := models/registry
 
-.PHONY: install corpus train model run test lint bench clean
+.PHONY: install fonts corpus train model run test lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) fonts
+
+# The weekly digest's charts label bars in Chinese. Without a CJK font fontconfig knows, Debian's
+# WenQuanYi Micro Hei (1.6 MB) is installed where apt-get can run; elsewhere charts number their bars.
+fonts:
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing a Chinese font for the digest charts (fonts-wqy-microhei)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1 \
+	         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1; } \
+	    || echo "note: fonts-wqy-microhei could not be installed; digest charts number their bars"; \
+	  else echo "note: no Chinese font (apt-get install fonts-wqy-microhei); digest charts number their bars"; fi; }
 
 # torch is pinned and installed first: a bare requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -41,7 +53,7 @@ model: $(STAMP) $(CORPUS)
 SERVICE_DB := sqlite:///var/xiaobao.db
 DEMO_KEY := var/demo-key.txt
 
-run: model
+run: model fonts
 	@mkdir -p var
 	@$(XIAOBAO) db upgrade --database-url $(SERVICE_DB)
 	@$(XIAOBAO) keys ensure --name demo --scope admin --file $(DEMO_KEY) --database-url $(SERVICE_DB) > /dev/null
@@ -58,7 +70,7 @@ run: model
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) $(CORPUS) lint
+test: $(STAMP) $(CORPUS) fonts lint
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP) $(CORPUS)

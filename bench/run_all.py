@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from bench import accuracy, speed
+from bench import digest as digest_bench
 from bench.common import RESULTS, replace_readme_block
 
 
@@ -89,12 +90,16 @@ def write_tables() -> None:
         replace_readme_block("accuracy", accuracy_table(acc))
     if spd:
         replace_readme_block("speed", speed_table(spd))
+    dig = _load("digest")
+    if dig:
+        replace_readme_block("digest", digest_bench.table(dig))
 
 
 def main() -> None:
     if "--table-only" not in sys.argv:
         accuracy.main()
         speed.main()
+        digest_bench.main([])
     write_tables()
 
 

@@ -89,9 +89,15 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=2, gt=0)
     run_worker: bool = Field(default=False, description="`xiaobao serve` also runs the delivery worker")
 
+    # --- weekly digest (service.digest; the worker sends it) -------------------------------------
+    digest_schedule: str = Field(default="MON 08:00", description="weekday and local time the worker sends "
+                                 "the last complete week's 投诉处理周报, e.g. 'MON 08:00'; 'off' disables")
+    digest_recipients: StrList = Field(default_factory=list, description="digest addresses (default: the "
+                                       "protection department's e-mail in the routing file)")
+
     log_level: str = "INFO"
 
-    @field_validator("channels", "categories", "causes", "alert_channels", mode="before")
+    @field_validator("channels", "categories", "causes", "alert_channels", "digest_recipients", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -107,6 +113,14 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("must name at least one value")
         return value
+
+    @field_validator("digest_schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        from service.digest.schedule import parse_schedule
+
+        parse_schedule(value)  # raises ValueError with the reason
+        return value.strip()
 
     @field_validator("timezone")
     @classmethod

@@ -329,3 +329,23 @@ class Silence(Base):
     ends_at: Mapped[datetime] = mapped_column(index=True)
     api_key_id: Mapped[int | None] = mapped_column(Id, ForeignKey("api_keys.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Digest(Base):
+    """A 投诉处理周报 generated and handed to the outbox. The scheduler's row is unique per week (partial
+    index), so a restarted or second worker never sends a scheduled digest twice; on-demand sends are
+    recorded too, with the recipients they reached."""
+
+    __tablename__ = "digests"
+    __table_args__ = (
+        Index("uq_digests_scheduled_week", "week", unique=True,
+              sqlite_where=text("source = 'schedule'"), postgresql_where=text("source = 'schedule'")),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    week: Mapped[str] = mapped_column(String(8), index=True)  # ISO week, 2026-W47
+    source: Mapped[str] = mapped_column(String(16))  # schedule | api | cli
+    forced: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    recipients: Mapped[list[str]] = mapped_column(Json, default=list)
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the figures, without generated_at
+    generated_at: Mapped[datetime] = mapped_column(default=utcnow)
