@@ -16,13 +16,23 @@ from starlette.concurrency import run_in_threadpool
 
 from models.registry import ModelLoadError, Registry
 from service import errors
+from service.alerting import Alerting
+from service.alerting_metrics import DeliveryCollector
 from service.api import admin, complaints, health, predict
+from service.api import letters as letters_api
+from service.api import outbox as outbox_api
+from service.api import silences as silences_api
+from service.clock import Clock, SystemClock
 from service.db import Database
 from service.intake import Intake
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestContext
 from service.model_holder import ModelHolder
+from service.outbox import OutboxAdmin
+from service.routing import load_routing
 from service.settings import Settings
+from service.silences import Silences
+from service.worker import Worker
 
 log = logging.getLogger("xiaobao.service")
 
@@ -34,9 +44,13 @@ Send `Authorization: Bearer <key>` (`xiaobao keys create`). Errors are JSON:
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None,
-               model: ModelHolder | None = None) -> FastAPI:
-    """The app. `database` and `model` may be shared (tests); otherwise they come from `settings`."""
+               model: ModelHolder | None = None, clock: Clock | None = None) -> FastAPI:
+    """The app. `database` and `model` may be shared (tests); otherwise they come from `settings`.
+    `clock` drives alerting, letters and delivery (tests pass a ManualClock). A routing file that
+    does not validate stops it here (RoutingError, one line)."""
     settings = settings or Settings()
+    clock = clock or SystemClock()
+    routing = load_routing(settings)
     own_database = database is None
     db = database or Database(settings.database_url)
     holder = model or ModelHolder(Registry(settings.registry) if settings.registry else Registry(),
@@ -54,17 +68,34 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 log.warning("starting without a model: %s", exc)
         metrics.set_model(holder.version)
         log.info("serving on %s with model %s", db.url, holder.version)
+        for warning in routing.warnings:
+            log.warning("%s", warning)
+        for env in routing.missing_secrets():
+            log.warning("routing: webhook secret variable %s is not set; those webhooks will fail", env)
+        if settings.run_worker:
+            app.state.worker = Worker(db, settings, alerting, clock)
+            app.state.worker.start()
         try:
             yield
         finally:
+            if app.state.worker is not None:
+                app.state.worker.stop()
             if own_database:
                 db.dispose()
 
     app = FastAPI(title="消保预警 API", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.db, app.state.model, app.state.metrics = settings, db, holder, metrics
-    app.state.intake = Intake(db, settings, metrics)
+    alerting = Alerting(settings, routing, clock)
+    app.state.routing, app.state.clock, app.state.alerting = routing, clock, alerting
+    app.state.letters = alerting.letters
+    app.state.silences = Silences(db, settings, clock, routing.departments)
+    app.state.outbox = OutboxAdmin(db, settings, clock)
+    app.state.worker = None
+    metrics.registry.register(DeliveryCollector(db, clock))
+    app.state.intake = Intake(db, settings, metrics, alerting)
     errors.install(app)
-    for router in (predict.router, complaints.router, admin.router, health.router):
+    for router in (predict.router, complaints.router, letters_api.router, silences_api.router, outbox_api.router,
+                   admin.router, health.router):
         app.include_router(router)
     # The last added runs first: ids and timing wrap everything, including a 413.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

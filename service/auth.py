@@ -31,6 +31,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "read": frozenset({"admin", "protection"}),
     "feedback": frozenset({"admin", "protection"}),
     "admin": frozenset({"admin"}),
+    "operate": frozenset({"admin", "protection"}),  # silences, the outbox and its dead letters
 }
 DEPARTMENT_PERMISSIONS = frozenset({"read", "feedback"})
 

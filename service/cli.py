@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from service import delivery_cli
 from service.auth import KeyCommandError
 from service.db import DatabaseError
 from service.labels import ExportError
@@ -16,7 +17,8 @@ class ServiceCliError(Exception):
     """A one-line message for the user; the CLI exits with status 2."""
 
 
-KNOWN_ERRORS: tuple[type[Exception], ...] = (ServiceCliError, KeyCommandError, DatabaseError, ExportError)
+KNOWN_ERRORS: tuple[type[Exception], ...] = (ServiceCliError, KeyCommandError, DatabaseError, ExportError,
+                                             *delivery_cli.KNOWN_ERRORS)
 
 
 def _settings(args: argparse.Namespace):
@@ -55,6 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     if args.database_url:
         os.environ["XIAOBAO_DATABASE_URL"] = args.database_url  # worker processes read it too
+    if args.worker:
+        os.environ["XIAOBAO_RUN_WORKER"] = "true"
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start
@@ -164,6 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model)")
+    p.add_argument("--worker", action="store_true",
+                   help="also run the delivery worker (letters, reminders, outbox) in each process")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("keys", help="API keys")
@@ -197,3 +203,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="write recorded outcomes as a training file for `xiaobao train --data`")
     p.add_argument("--out", required=True, help=".csv, .jsonl or .xlsx")
     p.set_defaults(func=cmd_export_labels)
+
+    delivery_cli.register(sub, dbopt)

@@ -39,15 +39,25 @@ log = logging.getLogger("xiaobao.service.intake")
 FUTURE_TOLERANCE = timedelta(days=1)  # upstream clocks drift; a later time is a mistake
 
 
+ALERTING = "xiaobao.alerting"  # session.info key: the app's service.alerting.Alerting
+
+
 def after_store(session: Session, complaint: Complaint, prediction: dict[str, Any]) -> Alert | None:
     """Alerting hook, called once per newly stored complaint inside its transaction (flushed, so
-    `complaint.id` is set). Return the alert the complaint raised or updated, or None.
+    `complaint.id` is set). Returns the alert the complaint raised or updated, or None; routing,
+    dedup and silences happen here (service.alerting). Raising aborts the whole intake (the caller
+    gets a 500 and nothing is stored)."""
+    alerting = session.info.get(ALERTING)
+    return alerting.after_store(session, complaint, prediction) if alerting else None
 
-    For alerting to fill in: routing, dedup on (customer_ref, category, cause), silences, grouping
-    into letters, outbox messages; set `complaint.alert_id` / `complaint.alert` for what it returns.
-    Raising aborts the whole intake (the caller gets a 500 and nothing is stored).
-    """
-    return None
+
+def before_commit(session: Session) -> None:
+    """Called once at the end of the intake transaction, after every complaint of it is stored:
+    letters that go out at once (grouping window 0) are numbered here, so a transaction takes the
+    letter-number lock last, after all its alert row locks (no lock-order deadlock in batches)."""
+    alerting = session.info.get(ALERTING)
+    if alerting:
+        alerting.before_commit(session)
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -172,8 +182,9 @@ def _existing(session: Session, external_ids: list[str]) -> dict[str, Complaint]
 class Intake:
     """Stores requests for one app: database, model holder, settings and metrics together."""
 
-    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics, alerting: Any = None) -> None:
         self.db, self.settings, self.metrics = db, settings, metrics
+        self.alerting = alerting  # service.alerting.Alerting, or None: store without alerting
 
     def find(self, external_ids: list[str]) -> dict[str, IntakeResult]:
         with self.db.reading() as session:
@@ -215,7 +226,10 @@ class Intake:
         meanwhile (the UNIQUE external_id refuses it) is answered with the stored record."""
         out: dict[str, IntakeResult] = {}
         lost: list[str] = []
+        made: list[tuple[str, Complaint, Alert | None]] = []
         with self.db.transaction() as session:
+            if self.alerting is not None:
+                session.info[ALERTING] = self.alerting
             for p, prediction in zip(todo, predictions, strict=True):
                 try:
                     with session.begin_nested():
@@ -229,7 +243,9 @@ class Intake:
                         raise  # another constraint: a bug, not a duplicate
                     lost.append(p.item.external_id)
                     continue
-                out[p.item.external_id] = result_of(complaint, True, alert)
+                made.append((p.item.external_id, complaint, alert))
+            before_commit(session)
+            out.update({key: result_of(complaint, True, alert) for key, complaint, alert in made})
             if lost:
                 out.update({k: result_of(c, False, c.alert) for k, c in _existing(session, lost).items()})
         return out

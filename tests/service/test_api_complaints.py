@@ -34,7 +34,9 @@ def test_intake_stores_masked_text_and_answers_201(client, h, db, holder):
     r = client.post("/v1/complaints", json=_body(), headers=h["intake"])
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["created"] is True and body["alert"] is None and body["external_id"] == "CC-0001"
+    assert body["created"] is True and body["external_id"] == "CC-0001"
+    # a high-risk card complaint: alerted to the card centre, its letter waits for the grouping window
+    assert body["alert"]["department"] == "信用卡中心" and body["alert"]["letter"] is None
     assert body["prediction"]["model_version"] == holder.version
     assert body["prediction"]["category"]["label"] == "信用卡"
     with db.engine.connect() as conn:

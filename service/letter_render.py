@@ -1,0 +1,68 @@
+"""Letters as print-ready HTML (A4) and plain text, and the short notices (reminder, repeat,
+resolved), from Jinja2 templates in service/resources. Templates get the letter's JSON view only,
+which holds masked data only, so nothing else can leak into a rendering."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from service.deadlines import last_day
+from service.letter_schemas import LetterOut
+from service.settings import Settings
+
+CHANNEL_NOTE = {"referral": "监管转办"}
+STATUS_NAMES = {"issued": "待签收", "acknowledged": "已签收，处理中", "resolved": "已办结"}
+EVENT_NAMES = {"issued": "发函", "delivered": "送达", "undeliverable": "无法送达", "acknowledged": "签收",
+               "reminded": "催办", "repeat": "再次来访", "extended": "延期", "resolved": "办结"}
+OVERDUE_NAMES = {"ack": "逾期未签收", "response": "逾期未反馈"}
+
+
+class LetterRenderer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        zone = settings.zone
+        env = Environment(loader=PackageLoader("service", "resources"), autoescape=select_autoescape(["html.j2"]),
+                          undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+        def local(moment: datetime | None) -> str:
+            if moment is None:
+                return "—"
+            t = moment.astimezone(zone)
+            return f"{t.year}年{t.month}月{t.day}日 {t:%H:%M}"
+
+        def day(value: date | datetime | None) -> str:
+            if value is None:
+                return "—"
+            if isinstance(value, datetime):
+                value = value.astimezone(zone).date()
+            return f"{value.year}年{value.month}月{value.day}日"
+
+        def due(deadline: datetime | None) -> str:
+            """An end-of-day deadline shows as its last day."""
+            return day(last_day(deadline, zone)) if deadline else "—"
+
+        env.filters.update(local=local, day=day, due=due,
+                           pct=lambda p: "—" if p is None else f"{p * 100:.0f}%")
+        env.globals.update(status_names=STATUS_NAMES, event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES,
+                           reason_names=CHANNEL_NOTE)
+        self._html = env.get_template("letter.html.j2")
+        self._text = env.get_template("letter.txt.j2")
+        self._notice = env.get_template("notice.txt.j2")
+
+    def _context(self, letter: LetterOut) -> dict[str, Any]:
+        s = self.settings
+        return {"letter": letter, "sender": letter.sender, "ack_working_days": s.ack_working_days,
+                "reminder_hours": s.reminder_interval_hours, "public_url": s.public_url}
+
+    def html(self, letter: LetterOut) -> str:
+        return self._html.render(self._context(letter))
+
+    def text(self, letter: LetterOut) -> str:
+        return self._text.render(self._context(letter))
+
+    def notice(self, kind: str, letter: LetterOut, **extra: Any) -> str:
+        return self._notice.render(self._context(letter), kind=kind, note=extra.get("note"),
+                                   summary=extra.get("summary"))
