@@ -64,8 +64,9 @@ run: model fonts
 	@echo "  demo key (admin)    $$(cat $(DEMO_KEY))   (also in $(DEMO_KEY))"
 	@echo "  try it              curl -s http://127.0.0.1:8000/v1/predict -H \"Authorization: Bearer \$$(cat $(DEMO_KEY))\" \\"
 	@echo "                        -H 'Content-Type: application/json' -d '{\"text\": \"信用卡年费被重复扣了两次\"}'"
+	@echo "  letters to look at  $(XIAOBAO) demo --url http://127.0.0.1:8000 --key \$$(cat $(DEMO_KEY))   (another terminal)"
 	@echo ""
-	$(XIAOBAO) serve --host 127.0.0.1 --port 8000 --database-url $(SERVICE_DB)
+	$(XIAOBAO) serve --host 127.0.0.1 --port 8000 --database-url $(SERVICE_DB) --worker
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

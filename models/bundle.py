@@ -16,10 +16,10 @@ import pandas as pd
 from scipy import sparse
 
 from models.features import BlockTfidf, NgramCounter, StructuredEncoder
-from models.heads import LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
+from models.heads import HybridTextClassifier, LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
 from models.text import clean
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 PARALLEL_MIN_TEXTS = 2000  # below this, starting worker processes costs more than it saves
 TEXT_HEADS = ("category", "cause")
 RISK_LEVELS = ("高", "中", "低")
@@ -46,6 +46,8 @@ class ModelBundle:
     config: PredictConfig = field(default_factory=PredictConfig)
     meta: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The hybrid backend's frozen sentence encoder; pickled by reference (path + sha256), not weights.
+    encoder: Any = None
 
     # --- features ------------------------------------------------------------------------------
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
@@ -86,7 +88,8 @@ class ModelBundle:
         if not texts:
             return []
         workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, n_jobs)
-        if workers > 1 and len(texts) >= PARALLEL_MIN_TEXTS:
+        # An encoder already uses every core through torch; worker processes would each load it.
+        if workers > 1 and len(texts) >= PARALLEL_MIN_TEXTS and self.encoder is None:
             from joblib import Parallel, delayed
 
             frame = None if fields is None else (
@@ -98,12 +101,16 @@ class ModelBundle:
                 for i in range(0, len(texts), size))
             return [p for part in parts for p in part]
         texts = texts if already_clean else [clean(t) for t in texts]
-        return self.predict_features(self.features(texts), fields, texts if explain else None)
+        E = self.encoder.encode(texts) if self.encoder is not None else None
+        return self.predict_features(self.features(texts), fields, texts if explain else None, E)
 
     def predict_features(self, X: sparse.csr_matrix, fields: pd.DataFrame | Sequence[Mapping] | None = None,
-                         texts: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Predictions from TF-IDF rows; with the cleaned `texts` given, each head also gets its phrases."""
+                         texts: Sequence[str] | None = None, E: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Predictions from TF-IDF rows (and encoder embeddings `E` for a hybrid bundle); with the
+        cleaned `texts` given, each head also gets its phrases."""
         n = X.shape[0]
+        if self.encoder is not None and E is None:
+            raise ValueError("a hybrid bundle needs the texts' embeddings")
         out: list[dict[str, Any]] = [{"model_version": self.version} for _ in range(n)]
         reasons: list[list[str]] = [[] for _ in range(n)]
         explained: dict[str, list] = {}
@@ -111,7 +118,7 @@ class ModelBundle:
             head = self.heads.get(name)
             if head is None:
                 continue
-            proba = head.predict_proba(X)
+            proba = head.predict_proba(X, E) if isinstance(head, HybridTextClassifier) else head.predict_proba(X)
             k = min(self.config.top_k, proba.shape[1])
             order = np.argsort(-proba, axis=1)[:, :k]
             multilabel = isinstance(head, MultiLabelTextClassifier)
@@ -129,7 +136,7 @@ class ModelBundle:
         risk = self.heads.get("risk")
         if risk is not None:
             S = self.structured_features(fields, n)
-            scores = risk.risk_score(X, S)
+            scores = risk.risk_score(X, S, E)
             for i in range(n):
                 s = float(scores[i])
                 out[i]["risk"] = {"score": round(s, 4), "level": self.risk_level(s)}
@@ -179,5 +186,5 @@ def new_bundle(*, counter: NgramCounter | None = None, config: PredictConfig | N
                        config=config or PredictConfig())
 
 
-__all__ = ["FORMAT_VERSION", "ModelBundle", "PredictConfig", "RISK_LEVELS", "TEXT_HEADS",
+__all__ = ["FORMAT_VERSION", "ModelBundle", "PredictConfig", "RISK_LEVELS", "TEXT_HEADS", "HybridTextClassifier",
            "LinearTextClassifier", "MultiLabelTextClassifier", "RiskClassifier", "new_bundle"]

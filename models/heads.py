@@ -64,6 +64,9 @@ class LinearWeights:
         self.W = state["W"].astype(np.float32)
 
 
+EMBEDDING_FIELD = "text embedding"
+
+
 def stratified_folds(y: np.ndarray, n_splits: int, random_state: int = 0):
     """Shuffled stratified folds; plain shuffled folds where a class has a single row."""
     smallest = np.bincount(np.unique(y, return_inverse=True)[1]).min()
@@ -110,17 +113,22 @@ class LinearTextClassifier(ClassifierMixin, BaseEstimator):
         d = svm.decision_function(X)
         return np.column_stack([-d, d]) if d.ndim == 1 else d
 
-    def fit(self, X, y, cv=None):
-        """`cv(y, k)` yields (train, test, X_train, X_test) for the calibration folds."""
+    def fit(self, X, y, cv=None, keep_oof: bool = False):
+        """`cv(y, k)` yields (train, test, X_train, X_test) for the calibration folds; `keep_oof`
+        keeps the out-of-fold scores and folds for a stacking head built on top."""
         self.classes_, y_index = np.unique(np.asarray(y), return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError("a classifier needs at least two classes")
         oof = np.zeros((X.shape[0], len(self.classes_)))
+        folds = []
         for tr, te, X_tr, X_te in (cv or sliced_splits(X))(y_index, self.calibration_folds):
             svm = self._svm().fit(X_tr, y_index[tr])
             scores = self._scores(svm, X_te)
             oof[np.ix_(te, np.unique(y_index[tr]))] = scores
+            folds.append((tr, te))
         self.temperature_ = fit_temperature(oof, y_index)
+        if keep_oof:
+            self.oof_scores_, self.folds_ = oof, folds
         svm = self._svm().fit(X, y_index)
         coef = svm.coef_ if len(self.classes_) > 2 else np.vstack([-svm.coef_[0], svm.coef_[0]])
         icpt = svm.intercept_ if len(self.classes_) > 2 else np.array([-svm.intercept_[0], svm.intercept_[0]])
@@ -139,6 +147,61 @@ class LinearTextClassifier(ClassifierMixin, BaseEstimator):
     def contributions(self, x_row: sparse.csr_matrix, class_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(column, weight × value) of the features present in one row, for one class."""
         return x_row.indices, x_row.data * self.weights_.column_weights(x_row.indices, class_index)
+
+
+class HybridTextClassifier(ClassifierMixin, BaseEstimator):
+    """The linear text head and a logistic regression on frozen encoder embeddings, stacked.
+
+    Both are fitted on the same folds; a small multinomial regression learns from their out-of-fold
+    log-probabilities how far to trust each, which beats putting both feature sets in one SVM (the
+    sparse TF-IDF block swamps 384 dense dimensions). Explanations come from the linear part.
+    """
+
+    def __init__(self, C: float = 1.5, class_weight: str | None = None, calibration_folds: int = 5,
+                 C_embed: float = 10.0, C_stack: float = 1.0):
+        self.C = C
+        self.class_weight = class_weight
+        self.calibration_folds = calibration_folds
+        self.C_embed = C_embed
+        self.C_stack = C_stack
+
+    def _embed_lr(self) -> LogisticRegression:
+        return LogisticRegression(C=self.C_embed, max_iter=3000, class_weight=self.class_weight)
+
+    def fit(self, X, E: np.ndarray, y, cv=None):
+        self.linear_ = LinearTextClassifier(self.C, self.class_weight, self.calibration_folds).fit(
+            X, y, cv, keep_oof=True)
+        self.classes_ = self.linear_.classes_
+        y_index = np.searchsorted(self.classes_, np.asarray(y))
+        k = len(self.classes_)
+        oof_embed = np.full((len(y_index), k), np.log(1.0 / k))
+        for tr, te in self.linear_.folds_:
+            seen = np.unique(y_index[tr])
+            lr = self._embed_lr().fit(E[tr], y_index[tr])
+            oof_embed[np.ix_(te, seen)] = lr.predict_log_proba(E[te])
+        oof_linear = log_softmax(self.linear_.oof_scores_ * self.linear_.temperature_, axis=1)
+        del self.linear_.oof_scores_, self.linear_.folds_
+        self.embed_ = self._embed_lr().fit(E, y_index)
+        self.stack_ = LogisticRegression(C=self.C_stack, max_iter=3000).fit(
+            np.hstack([oof_linear, oof_embed]), y_index)
+        return self
+
+    def _stack_input(self, X, E: np.ndarray) -> np.ndarray:
+        linear = log_softmax(self.linear_.decision_function(X) * self.linear_.temperature_, axis=1)
+        embed = np.full((E.shape[0], len(self.classes_)), -50.0)
+        embed[:, self.embed_.classes_] = self.embed_.predict_log_proba(E)
+        return np.hstack([linear, embed])
+
+    def predict_proba(self, X, E: np.ndarray) -> np.ndarray:
+        proba = np.zeros((E.shape[0], len(self.classes_)))
+        proba[:, self.stack_.classes_] = self.stack_.predict_proba(self._stack_input(X, E))
+        return proba
+
+    def predict(self, X, E: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X, E).argmax(axis=1)]
+
+    def contributions(self, x_row: sparse.csr_matrix, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.linear_.contributions(x_row, class_index)
 
 
 class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
@@ -207,34 +270,47 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
     is fitted on out-of-fold scores, so its probabilities are calibrated.
     """
 
-    def __init__(self, C_text: float = 0.3, C_stack: float = 0.3, folds: int = 5, min_gain: float = 0.002):
+    def __init__(self, C_text: float = 0.3, C_stack: float = 0.3, folds: int = 5, min_gain: float = 0.002,
+                 C_embed: float = 1.0):
         self.C_text = C_text
         self.C_stack = C_stack
         self.folds = folds
         self.min_gain = min_gain
+        self.C_embed = C_embed
 
     def fit(self, X_text, X_struct: np.ndarray, y, cv=None, groups: dict[str, list[int]] | None = None,
-            scaled: list[int] | None = None, times: np.ndarray | None = None):
+            scaled: list[int] | None = None, times: np.ndarray | None = None, E: np.ndarray | None = None):
         """`groups` maps each structured field to its columns of X_struct; `scaled` lists the
-        numeric columns to standardise (one-hot columns stay 0/1); `times` orders the inner split."""
+        numeric columns to standardise (one-hot columns stay 0/1); `times` orders the inner split;
+        `E`, frozen encoder embeddings, adds an embedding logit that competes like a field."""
         y = np.asarray(y).astype(int)
         self.classes_ = np.array([0, 1])
         if len(np.unique(y)) < 2:
             raise ValueError("the risk label needs both outcomes (0 and 1)")
         oof = np.zeros(len(y))
+        oof_embed = np.zeros(len(y))
         coef, intercept = 0.0, 0.0
         n_folds = 0
         for tr, te, X_tr, X_te in (cv or sliced_splits(X_text))(y, self.folds):
             lr = LogisticRegression(C=self.C_text, solver="liblinear", dual=True, max_iter=2000).fit(X_tr, y[tr])
             oof[te] = lr.decision_function(X_te)
             coef, intercept, n_folds = coef + lr.coef_, intercept + lr.intercept_, n_folds + 1
+            if E is not None:
+                oof_embed[te] = LogisticRegression(C=self.C_embed, max_iter=3000).fit(
+                    E[tr], y[tr]).decision_function(E[te])
         coef, intercept = coef / n_folds, intercept / n_folds
         # The text score served is the fold models' mean logit: its spread on new text matches the
         # out-of-fold logits the stack was fitted on (a model refitted on all rows is more extreme,
         # which made the stacked probabilities overconfident).
         self.weights_ = LinearWeights(coef, intercept)
-        groups = groups if groups is not None else {f"x{j}": [j] for j in range(X_struct.shape[1])}
+        groups = dict(groups) if groups is not None else {f"x{j}": [j] for j in range(X_struct.shape[1])}
         scaled_set = set(range(X_struct.shape[1]) if scaled is None else scaled)
+        self.embed_ = None
+        if E is not None:
+            self.embed_ = LogisticRegression(C=self.C_embed, max_iter=3000).fit(E, y)
+            groups[EMBEDDING_FIELD] = [X_struct.shape[1]]
+            scaled_set.add(X_struct.shape[1])
+            X_struct = np.column_stack([X_struct, oof_embed])
         kept = self._select_fields(oof, X_struct, y, groups, scaled_set, times)
         self.used_columns_ = np.array(sorted(j for g in kept for j in groups[g]), dtype=np.int64)
         Z = self._stack_input(oof, X_struct[:, self.used_columns_])
@@ -242,7 +318,9 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         stack = LogisticRegression(C=self.C_stack, max_iter=2000).fit(self._scaled(Z), y)
         self.stack_coef_ = stack.coef_[0].astype(np.float64)
         self.stack_intercept_ = float(stack.intercept_[0])
-        self.oof_text_score_ = oof  # kept only until the bundle is built (thresholds, drift baseline)
+        # Near-honest scores of the training rows (out-of-fold text, in-sample stack), kept only
+        # until the bundle is built: risk thresholds and the drift reference come from them.
+        self.oof_score_ = self.stacked_score(oof, X_struct)
         return self
 
     @staticmethod
@@ -298,19 +376,24 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         return self.weights_(sparse.csr_matrix(X_text))[:, 0]
 
     def stacked_score(self, text_logit: np.ndarray, X_struct: np.ndarray) -> np.ndarray:
+        """`X_struct` here already carries the embedding logit as its last column (hybrid)."""
         z = self._scaled(self._stack_input(text_logit, X_struct[:, self.used_columns_]))
         return expit(z @ self.stack_coef_ + self.stack_intercept_)
 
-    def risk_score(self, X_text, X_struct: np.ndarray) -> np.ndarray:
+    def risk_score(self, X_text, X_struct: np.ndarray, E: np.ndarray | None = None) -> np.ndarray:
         """The dispute probability of each row."""
+        if getattr(self, "embed_", None) is not None:
+            if E is None:
+                raise ValueError("this risk head was trained with encoder embeddings: pass E")
+            X_struct = np.column_stack([X_struct, self.embed_.decision_function(E)])
         return self.stacked_score(self.text_logit(X_text), X_struct)
 
-    def predict_proba(self, X_text, X_struct: np.ndarray) -> np.ndarray:
-        p = self.risk_score(X_text, X_struct)
+    def predict_proba(self, X_text, X_struct: np.ndarray, E: np.ndarray | None = None) -> np.ndarray:
+        p = self.risk_score(X_text, X_struct, E)
         return np.column_stack([1 - p, p])
 
-    def predict(self, X_text, X_struct: np.ndarray) -> np.ndarray:
-        return (self.risk_score(X_text, X_struct) >= 0.5).astype(int)
+    def predict(self, X_text, X_struct: np.ndarray, E: np.ndarray | None = None) -> np.ndarray:
+        return (self.risk_score(X_text, X_struct, E) >= 0.5).astype(int)
 
     def contributions(self, x_row: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Text features' push towards a dispute (the stack weight on the text logit is positive)."""

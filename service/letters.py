@@ -177,7 +177,9 @@ class Letters:
         next round, so two flushers never list the same alert and never wait on each other."""
         now = self.clock.now()
         minutes = self.settings.group_window_minutes
-        query = select(Alert).where(Alert.status == "open", Alert.letter_id.is_(None))
+        # A lapsed alert never lettered (its window passed while no worker ran) is still owed a letter.
+        waiting = or_(Alert.status == "open", and_(Alert.status == "lapsed", Alert.silence_id.is_(None)))
+        query = select(Alert).where(waiting, Alert.letter_id.is_(None))
         if not force and minutes > 0:
             query = query.where(Alert.opened_at < window_start(now, minutes))
         alerts = list(session.scalars(query.order_by(Alert.id).with_for_update(skip_locked=True)))

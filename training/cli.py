@@ -78,7 +78,7 @@ def columns_from(args: argparse.Namespace) -> Columns:
 
 def train_params(args: argparse.Namespace) -> TrainParams:
     return TrainParams(
-        backend=args.backend, segmenter=args.segmenter, C=args.C,
+        backend=args.backend, segmenter=args.segmenter, C=args.C, encoder=args.encoder,
         predict=PredictConfig(top_k=args.top_k, review_threshold=args.review_threshold,
                               medium_recall=args.medium_recall, high_recall=args.high_recall),
     )
@@ -88,6 +88,8 @@ def model_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model")
     g.add_argument("--backend", choices=BACKENDS, default="linear")
+    g.add_argument("--encoder", default=None,
+                   help="hybrid: a local transformers checkpoint folder (default: models/encoder_e5, `make encoder`)")
     g.add_argument("--segmenter", choices=("rjieba", "jieba"), default="rjieba")
     g.add_argument("--C", type=float, default=1.5, help="regularisation of the category/cause heads")
     g.add_argument("--top-k", type=int, default=3)

@@ -12,12 +12,18 @@ from scipy import sparse
 
 from models.bundle import ModelBundle, PredictConfig
 from models.features import BlockTfidf, NgramCounter, StructuredEncoder
-from models.heads import LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier, stratified_folds
+from models.heads import (
+    HybridTextClassifier,
+    LinearTextClassifier,
+    MultiLabelTextClassifier,
+    RiskClassifier,
+    stratified_folds,
+)
 from models.text import Segmenter, clean
 from training.data import Dataset, labelled
 
 Progress = Callable[[str, int, int], None]
-BACKENDS = ("linear",)
+BACKENDS = ("linear", "hybrid")
 
 
 @dataclass
@@ -33,6 +39,7 @@ class TrainParams:
     risk_C_text: float = 0.3
     risk_C_stack: float = 0.3
     multilabel_threshold: float = 0.4
+    encoder: str | None = None  # hybrid: a local checkpoint folder (default: the converted e5, models/encoder_e5)
     predict: PredictConfig = field(default_factory=PredictConfig)
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,23 +98,47 @@ def refit_idf_splits(counts: tuple[sparse.csr_matrix, sparse.csr_matrix], rows: 
     return splits
 
 
+def load_encoder(path: str | None):
+    """The hybrid backend's encoder (a local checkpoint; EncoderError says what is wrong with it)."""
+    from models.encoder.encoder import Encoder
+
+    return Encoder(path)
+
+
+def encode(encoder, texts: list[str], progress: Progress = _quiet, chunk: int = 256) -> np.ndarray:
+    """Embeddings for many texts, chunk by chunk with progress (the encoder caches them on disk)."""
+    parts = []
+    for start in range(0, len(texts), chunk):
+        parts.append(encoder.encode(texts[start:start + chunk]))
+        progress("embeddings", min(start + chunk, len(texts)), len(texts))
+    return np.vstack(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
+
+
 def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progress = _quiet,
                counts: tuple[sparse.csr_matrix, sparse.csr_matrix] | None = None,
-               clean_texts: list[str] | None = None) -> ModelBundle:
+               clean_texts: list[str] | None = None, embeddings: np.ndarray | None = None) -> ModelBundle:
     """Fit features and every head the data has labels for.
 
-    `counts` (hashed term counts of `ds`'s rows) lets cross-validation count each text only once.
+    `counts` (hashed term counts of `ds`'s rows) and `embeddings` (hybrid) let cross-validation
+    compute each text's features only once.
     """
     params = params or TrainParams()
     if params.backend not in BACKENDS:
         raise ValueError(f"unknown backend {params.backend!r}; available: {', '.join(BACKENDS)}")
     counter = NgramCounter(Segmenter(params.segmenter), params.word_ngrams, params.char_ngrams, params.n_features)
-    if counts is None:
+    texts = None
+    if counts is None or (params.backend == "hybrid" and embeddings is None):
         texts = clean_texts if clean_texts is not None else [clean(t) for t in ds.texts]
+    if counts is None:
         counts = count_terms(counter, texts, progress)
     tfidf = BlockTfidf(min_df=params.min_df).fit(counts)
     X = tfidf.transform(counts)
     bundle = ModelBundle(counter=counter, tfidf=tfidf, heads={}, config=params.predict)
+    E = None
+    if params.backend == "hybrid":
+        bundle.encoder = load_encoder(params.encoder)
+        E = embeddings if embeddings is not None else encode(bundle.encoder, texts, progress)
+        bundle.meta["encoder"] = bundle.encoder.describe()
     labels: dict[str, list[str]] = {}
     for head in ("category", "cause"):
         if head not in ds.heads:
@@ -118,6 +149,9 @@ def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progres
         if head == "category" and ds.multilabel:
             model = MultiLabelTextClassifier(C=params.C, threshold=params.multilabel_threshold).fit(
                 X[idx], y, cv=refit_idf_splits(counts, idx, params.min_df))
+        elif E is not None:
+            model = HybridTextClassifier(C=params.C, class_weight=params.class_weight).fit(
+                X[idx], E[idx], np.array(y), cv=refit_idf_splits(counts, idx, params.min_df))
         else:
             model = LinearTextClassifier(C=params.C, class_weight=params.class_weight).fit(
                 X[idx], np.array(y), cv=refit_idf_splits(counts, idx, params.min_df))
@@ -135,10 +169,10 @@ def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progres
         times = frame["time"].to_numpy() if "time" in frame else None
         risk = RiskClassifier(C_text=params.risk_C_text, C_stack=params.risk_C_stack).fit(
             X[idx], S, y, cv=refit_idf_splits(counts, idx, params.min_df), groups=bundle.structured.groups_,
-            scaled=bundle.structured.scaled_columns_, times=times)
+            scaled=bundle.structured.scaled_columns_, times=times, E=None if E is None else E[idx])
         # Out-of-fold text scores through the stack: near-honest scores for thresholds and drift.
-        oof = risk.stacked_score(risk.oof_text_score_, S)
-        del risk.oof_text_score_
+        oof = risk.oof_score_
+        del risk.oof_score_
         bundle.heads["risk"] = risk
         bundle.risk_thresholds = choose_thresholds(oof, y, params.predict.high_recall, params.predict.medium_recall)
         bundle.meta["risk_reference_histogram"] = score_histogram(oof)

@@ -24,7 +24,9 @@ from training.fit import (
     _quiet,
     choose_thresholds,
     count_terms,
+    encode,
     fit_bundle,
+    load_encoder,
     score_histogram,
 )
 
@@ -153,6 +155,7 @@ def cross_validate(ds: Dataset, params: TrainParams, *, folds: int = 5, test_fro
     texts = [clean(t) for t in ds.texts]
     counter = NgramCounter(Segmenter(params.segmenter), params.word_ngrams, params.char_ngrams, params.n_features)
     words, chars = count_terms(counter, texts, progress)
+    E = encode(load_encoder(params.encoder), texts, progress) if params.backend == "hybrid" else None
     if test_from:
         splits = [time_split(ds, test_from)]
         protocol = {"kind": "time", "test_from": test_from}
@@ -168,9 +171,11 @@ def cross_validate(ds: Dataset, params: TrainParams, *, folds: int = 5, test_fro
     for k, (tr, te) in enumerate(splits):
         progress("folds", k, len(splits))
         train_ds = ds.subset(tr)
-        bundle = fit_bundle(train_ds, params, counts=(words[tr], chars[tr]))
+        bundle = fit_bundle(train_ds, params, counts=(words[tr], chars[tr]),
+                            embeddings=None if E is None else E[tr])
         fields = ds.frame.iloc[te][ds.features] if ds.features else None
-        fold_pred = bundle.predict_features(bundle.tfidf.transform((words[te], chars[te])), fields)
+        fold_pred = bundle.predict_features(bundle.tfidf.transform((words[te], chars[te])), fields,
+                                            E=None if E is None else E[te])
         fold_scores.append(primary_score(metrics_from_predictions(ds.subset(te), fold_pred)))
         for i, p in zip(te, fold_pred, strict=True):
             predictions[i] = p

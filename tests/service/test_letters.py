@@ -155,6 +155,16 @@ def test_a_repeat_after_the_letter_is_noted_on_it(desk0, db):
     assert "再次" in messages(db)[1].payload["text"]
 
 
+def test_an_alert_that_lapsed_before_its_letter_still_gets_one(desk, db):
+    desk.intake()
+    desk.clock.advance(days=31)  # no worker ran meanwhile; the repeat opens a new matter
+    desk.intake()
+    assert [a.status for a in alerts(db)] == ["lapsed", "open"]
+    desk.clock.advance(hours=1)
+    assert desk.flush() == ["〔2026〕第0001号", "〔2026〕第0002号"]
+    assert all(a.letter_id for a in alerts(db))
+
+
 def test_force_flush_issues_all_pending_now(desk, db):
     desk.intake(customer="A")
     desk.intake(customer="B", category="外汇", cause="定价收费")
