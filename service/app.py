@@ -18,12 +18,13 @@ from models.registry import ModelLoadError, Registry
 from service import errors
 from service.alerting import Alerting
 from service.alerting_metrics import DeliveryCollector
-from service.api import admin, complaints, health, predict
+from service.api import admin, complaints, digests, health, predict
 from service.api import letters as letters_api
 from service.api import outbox as outbox_api
 from service.api import silences as silences_api
 from service.clock import Clock, SystemClock
 from service.db import Database
+from service.digest.service import DigestJob
 from service.intake import Intake
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestContext
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         for env in routing.missing_secrets():
             log.warning("routing: webhook secret variable %s is not set; those webhooks will fail", env)
         if settings.run_worker:
-            app.state.worker = Worker(db, settings, alerting, clock)
+            app.state.worker = Worker(db, settings, alerting, clock, jobs=[DigestJob(settings).job()])
             app.state.worker.start()
         try:
             yield
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.intake = Intake(db, settings, metrics, alerting)
     errors.install(app)
     for router in (predict.router, complaints.router, letters_api.router, silences_api.router, outbox_api.router,
-                   admin.router, health.router):
+                   admin.router, digests.router, health.router):
         app.include_router(router)
     # The last added runs first: ids and timing wrap everything, including a 413.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -10,6 +10,7 @@ from pathlib import Path
 from service import delivery_cli
 from service.auth import KeyCommandError
 from service.db import DatabaseError
+from service.digest import cli as digest_cli
 from service.labels import ExportError
 
 
@@ -204,4 +205,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help=".csv, .jsonl or .xlsx")
     p.set_defaults(func=cmd_export_labels)
 
+    digest_cli.register(sub, dbopt)
     delivery_cli.register(sub, dbopt)
