@@ -13,7 +13,6 @@ from service.deadlines import last_day
 from service.letter_schemas import LetterOut
 from service.settings import Settings
 
-CHANNEL_NOTE = {"referral": "监管转办"}
 STATUS_NAMES = {"issued": "待签收", "acknowledged": "已签收，处理中", "resolved": "已办结"}
 EVENT_NAMES = {"issued": "发函", "delivered": "送达", "undeliverable": "无法送达", "acknowledged": "签收",
                "reminded": "催办", "repeat": "再次来访", "extended": "延期", "resolved": "办结"}
@@ -46,8 +45,7 @@ class LetterRenderer:
 
         env.filters.update(local=local, day=day, due=due,
                            pct=lambda p: "—" if p is None else f"{p * 100:.0f}%")
-        env.globals.update(status_names=STATUS_NAMES, event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES,
-                           reason_names=CHANNEL_NOTE)
+        env.globals.update(status_names=STATUS_NAMES, event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES)
         self._html = env.get_template("letter.html.j2")
         self._text = env.get_template("letter.txt.j2")
         self._notice = env.get_template("notice.txt.j2")
@@ -55,6 +53,7 @@ class LetterRenderer:
     def _context(self, letter: LetterOut) -> dict[str, Any]:
         s = self.settings
         return {"letter": letter, "sender": letter.sender, "ack_working_days": s.ack_working_days,
+                "alert_channels": s.alert_channels,
                 "reminder_hours": s.reminder_interval_hours, "public_url": s.public_url}
 
     def html(self, letter: LetterOut) -> str:

@@ -225,12 +225,14 @@ class Letters:
     def escalate(self, session: Session, limit: int = 200) -> list[Letter]:
         """Reminders for letters past a deadline (not acknowledged by the acknowledgement deadline,
         or not resolved by the response deadline), at most one per `reminder_interval_hours`, to
-        the department and copied to the protection department."""
+        the department and copied to the protection department. None before the acknowledgement
+        deadline: a letter about old requests (a replay, a late flush) may be overdue on the day it
+        is issued, and says so itself; the department still gets its days to acknowledge."""
         now = self.clock.now()
         quiet_since = now - timedelta(hours=self.settings.reminder_interval_hours)
         query = (select(Letter).where(
-            Letter.status != "resolved",
-            or_(and_(Letter.status == "issued", Letter.ack_due_at <= now), Letter.response_due_at <= now),
+            Letter.status != "resolved", Letter.ack_due_at <= now,
+            or_(Letter.status == "issued", Letter.response_due_at <= now),
             or_(Letter.reminded_at.is_(None), Letter.reminded_at <= quiet_since))
             .order_by(Letter.id).limit(limit).with_for_update(skip_locked=True))
         letters = list(session.scalars(query))

@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import DatabaseDep, require
 from service.auth import Principal
@@ -75,9 +74,9 @@ def flush_now(db: DatabaseDep, service: LettersDep, _: Annotated[Principal, Depe
 @router.get("/{letter_id}", response_model=LetterOut, responses={
     **ERRORS, 200: {"content": {"application/json": {}, "text/html": {}, "text/plain": {}},
                     "description": "JSON, print-ready HTML (A4) or plain text: ?format= or the Accept header"}})
-async def get_letter(letter_id: LetterId, request: Request, db: DatabaseDep, service: LettersDep,
-                     principal: Reader, fmt: Annotated[Format | None, Query(alias="format")] = None) -> Response:
-    view = await run_in_threadpool(service.get, db, Access(principal), letter_id)
+def get_letter(letter_id: LetterId, request: Request, db: DatabaseDep, service: LettersDep,
+               principal: Reader, fmt: Annotated[Format | None, Query(alias="format")] = None) -> Response:
+    view = service.get(db, Access(principal), letter_id)
     chosen = negotiate(request, fmt)
     if chosen == "html":
         return HTMLResponse(service.renderer.html(view))

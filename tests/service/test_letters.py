@@ -165,6 +165,16 @@ def test_an_alert_that_lapsed_before_its_letter_still_gets_one(desk, db):
     assert all(a.letter_id for a in alerts(db))
 
 
+def test_a_referral_in_the_matter_is_shown_on_its_other_requests(desk, db):
+    desk.intake(channel="电话客服")
+    desk.intake(channel="监管转办")
+    desk.clock.advance(hours=1)
+    desk.flush()
+    [letter] = letters(db)
+    text = desk.letters.renderer.text(_view(desk, db, letter.id))
+    assert text.count("（同一事项有监管转办）") == 1 and "监管转办（" not in text
+
+
 def test_force_flush_issues_all_pending_now(desk, db):
     desk.intake(customer="A")
     desk.intake(customer="B", category="外汇", cause="定价收费")
@@ -239,6 +249,15 @@ def _access(db, keys, scope):
 
     with db.reading() as s:
         return Access(authenticate(s, keys[scope]))
+
+
+def test_a_letter_overdue_when_issued_is_reminded_only_after_its_ack_deadline(desk0, db):
+    desk0.intake(received=desk0.clock.now() - timedelta(days=20))  # e.g. a replay of old requests
+    [letter] = letters(db)
+    assert letter.response_due_at < desk0.clock.now()
+    assert desk0.worker.escalate() == []
+    desk0.clock.set(letter.ack_due_at)
+    assert desk0.worker.escalate() == [letter.number]
 
 
 def test_resolving_closes_the_alerts_and_sends_a_resolved_notice(desk0, db, keys):
