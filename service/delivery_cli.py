@@ -19,6 +19,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from service.alerting import Alerting
     from service.cli import ServiceCliError, _database, _settings
     from service.clock import SystemClock
+    from service.digest.service import DigestJob
     from service.routing import load_routing
     from service.worker import Worker
 
@@ -33,7 +34,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         logging.getLogger("xiaobao.service").warning("%s", warning)
     db = _database(settings)
     clock = SystemClock()
-    worker = Worker(db, settings, Alerting(settings, routing, clock), clock)
+    worker = Worker(db, settings, Alerting(settings, routing, clock), clock, jobs=[DigestJob(settings).job()])
     try:
         if args.once:
             report = worker.drain()
@@ -87,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction, dbopt: argparse.ArgumentParser) -> None:
     p = sub.add_parser("worker", parents=[dbopt],
-                       help="deliver letters and reminders (outbox), close grouping windows, escalate")
+                       help="close grouping windows into letters, send reminders and the weekly digest, deliver the outbox")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
     p.set_defaults(func=cmd_worker)
 

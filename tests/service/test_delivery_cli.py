@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from service.demo import last_weeks, replay
+from service.digest.service import EVENT as DIGEST_EVENT
 from service.tables import Complaint, Letter
 from tests.service.alerting_support import Desk, count, messages, routing_file, settings_for
 from tests.service.test_delivery import Smtp, free_port
@@ -24,6 +25,7 @@ def test_worker_once_delivers_what_is_due(capsys, db, monkeypatch):
     smtp = Smtp(free_port()).start()
     try:
         monkeypatch.setenv("XIAOBAO_SMTP_PORT", str(smtp.port))
+        monkeypatch.setenv("XIAOBAO_DIGEST_SCHEDULE", "off")  # the digest job is tested below
         desk = Desk(db, settings_for(db, group_window_minutes=0), start=datetime.now(UTC))
         desk.intake()
         url = desk.settings.database_url
@@ -33,6 +35,21 @@ def test_worker_once_delivers_what_is_due(capsys, db, monkeypatch):
         assert len(smtp.inbox.received) == 1 and messages(db)[0].status == "sent"
         code, out, _ = run(capsys, "worker", "--once", "--database-url", url)
         assert "letters issued: 0" in out and "messages sent 0" in out
+    finally:
+        smtp.stop()
+
+
+def test_worker_runs_the_weekly_digest_job(capsys, db, monkeypatch):
+    smtp = Smtp(free_port()).start()
+    try:
+        monkeypatch.setenv("XIAOBAO_SMTP_PORT", str(smtp.port))
+        monkeypatch.setenv("XIAOBAO_DIGEST_SCHEDULE", "MON 00:00")  # the last complete week is always due
+        code, out, err = run(capsys, "worker", "--once", "--database-url", settings_for(db).database_url)
+        assert code == 0, err
+        assert [m.event for m in messages(db)] == [DIGEST_EVENT]
+        assert [m["To"] for m in smtp.inbox.received] == ["xiaobao-xbb@bank.example"]
+        run(capsys, "worker", "--once", "--database-url", settings_for(db).database_url)
+        assert len(smtp.inbox.received) == 1  # once per week
     finally:
         smtp.stop()
 
