@@ -76,8 +76,51 @@ def _mask_landline(m: re.Match) -> str:
 _MAYBE_PII = re.compile(r"\d{7}|\d[ -]\d{4}|@")  # every pattern below needs one of these
 
 
+# Personal names: only where the text itself says a name follows (姓名：, 我叫, 客户 + name + a
+# delimiter or a reporting verb), so place names and products are not touched. The surname stays,
+# the given name becomes 某 (王小明 → 王某某), as bank correspondence writes it.
+_SURNAMES = ("欧阳|司马|上官|诸葛|东方|皇甫|令狐|慕容|尉迟|"
+             "王|李|张|刘|陈|杨|黄|赵|吴|周|徐|孙|马|朱|胡|郭|何|高|林|罗|郑|梁|谢|宋|唐|许|韩|冯|邓|曹|彭|"
+             "曾|肖|田|董|袁|潘|于|蒋|蔡|余|杜|叶|程|苏|魏|吕|丁|任|沈|姚|卢|姜|崔|钟|谭|陆|汪|范|金|石|廖|"
+             "贾|夏|韦|付|傅|方|白|邹|孟|熊|秦|邱|江|尹|薛|闫|段|雷|侯|龙|史|陶|黎|贺|顾|毛|郝|龚|邵|万|钱|"
+             "严|覃|武|戴|莫|孔|向|汤|常|温|康|施|文|牛|樊|葛|邢|安|齐|易|乔|伍|庞|颜|倪|庄|聂|章|鲁|岳|翟|"
+             "殷|詹|申|欧|耿|关|兰|焦|俞|左|柳|甘|祝|包|宁|尚|符|舒|阮|柯|纪|梅|童|凌|毕|单|季|裴|霍|涂|成|"
+             "苗|谷|盛|曲|翁|冉|骆|蓝|路|游|辛|靳|管|柴|蒙|鲍|华|喻|祁|蒲|房|滕|屈|饶|解|牟|艾|尤|阳|时|穆|"
+             "农|司|卓|古|吉|缪|简|车|项|连|芦|麦|褚|娄|窦|戚|岑|景|党|宫|费|卜|冷|晏|席|卫|米|柏|宗|瞿|桂|全|"
+             "佟|应|臧|闵|苟|邬|边|卞|姬|师|和|仇|栾|隋|商|刁|沙|荣|巫|寇|桑|郎|甄|丛|仲|虞|敖|巩|明|佘|池|查|"
+             "麻|苑|迟|邝")
+# Given names do not start with these (they begin time words and clauses: 客户于今日来电).
+_NOT_GIVEN = "(?!小姐|先生|女士)(?![某今去昨该此其已再又也都一了不很最就还先女师老经总阿大姓家氏*])"
+_NAME_END = r"(?=[，,。、；;：:！!？?\s（()]|反映|称|表示|来电|致电|今年|现年|先生|女士|$)"
+# Cues that name a person outright take any surname; the looser ones (客户, 本人…) skip surnames
+# that are also common function characters (于, 向, 和 …), which would otherwise mask phrases.
+_EXPLICIT_CUE = r"(?:姓名|名字|户名|我叫|本人叫|名叫)\s*[:：是为]?\s*"
+_ROLE_CUE = r"(?:客户|持卡人|借款人|投诉人|来电人|申请人|当事人|户主|本人|老人|母亲|父亲|丈夫|妻子|儿子|女儿)(?:姓名)?[:：]?\s*"
+_FUNCTION_SURNAMES = {"于", "向", "和", "时", "从", "全", "成", "文", "安", "常", "单", "商", "明", "高", "方",
+                      "应", "关", "路", "车", "连", "管", "解", "师", "宁", "易", "包", "万", "金", "白", "江",
+                      "华", "左", "甘", "司", "古", "吉", "简", "项", "景", "党", "宫", "费", "卜", "冷", "席",
+                      "卫", "米", "宗", "边", "沙", "荣", "郎", "池", "查", "麻", "迟", "尚", "东方", "齐",
+                      "回", "阳", "农", "谷", "曲", "苗", "蓝", "游", "乔", "伍", "申", "耿", "焦", "柴", "蒙"}
+_ROLE_SURNAMES = "|".join(x for x in _SURNAMES.split("|") if x not in _FUNCTION_SURNAMES)
+_NAME_CUE = re.compile(
+    rf"(?P<cue>{_EXPLICIT_CUE})(?P<surname>{_SURNAMES}){_NOT_GIVEN}(?P<given>[\u4e00-\u9fa5]{{1,2}}?){_NAME_END}"
+    rf"|(?P<cue2>{_ROLE_CUE})(?P<surname2>{_ROLE_SURNAMES}){_NOT_GIVEN}(?P<given2>[\u4e00-\u9fa5]{{1,2}}?){_NAME_END}")
+
+
+def _mask_name(m: re.Match) -> str:
+    cue, surname, given = (m.group("cue"), m.group("surname"), m.group("given")) if m.group("cue") is not None \
+        else (m.group("cue2"), m.group("surname2"), m.group("given2"))
+    return cue + surname + "某" * len(given)
+
+
+def mask_names(text: str) -> str:
+    """Mask a personal name where the text marks one (客户王小明反映… → 客户王某某反映…)."""
+    return _NAME_CUE.sub(_mask_name, text)
+
+
 def mask_pii(text: str) -> str:
-    """Mask ID-card, bank-card, mobile and landline numbers and e-mail addresses."""
+    """Mask personal names, ID-card, bank-card, mobile and landline numbers and e-mail addresses."""
+    text = mask_names(text)
     if not _MAYBE_PII.search(text):
         return text
     text = _EMAIL.sub(_mask_email, text)

@@ -49,6 +49,23 @@ class TestMaskPii:
     def test_amounts_dates_and_masked_numbers_stay(self, text):
         assert mask_pii(text) == text
 
+    @pytest.mark.parametrize("raw,masked", [
+        ("客户王小明反映其信用卡被盗刷", "客户王某某反映其信用卡被盗刷"),
+        ("姓名：欧阳娜娜", "姓名：欧阳某某"),
+        ("我叫李明，想咨询房贷", "我叫李某，想咨询房贷"),
+        ("持卡人刘德华称未收到验证码", "持卡人刘某某称未收到验证码"),
+        ("母亲陈秀英今年78岁", "母亲陈某某今年78岁"),
+    ])
+    def test_marked_personal_names_are_masked(self, raw, masked):
+        assert mask_pii(raw) == masked
+
+    @pytest.mark.parametrize("text", [
+        "客户王先生来电", "客户王小姐称", "我是王府井支行的客户", "客户张家口分行开户", "本人于去年在网点办理",
+        "客户于今日来电", "客户高度怀疑是诈骗", "本人向法院起诉", "客户某某反映", "本人王某某",
+    ])
+    def test_phrases_that_only_look_like_names_stay(self, text):
+        assert mask_pii(text) == text
+
     def test_fullwidth_digits_are_masked_after_normalisation(self):
         assert clean("手机１３９１２３４５６７８") == "手机139****5678"
 
