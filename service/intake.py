@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from models.bundle import ModelBundle
@@ -90,6 +90,11 @@ def check_batch(n: int, limit: int, field: str) -> None:
         raise ApiError(422, "batch_too_large", f"{field}: {n} items; at most {limit} per request", field=field)
 
 
+DEADLOCK_RETRIES = 3
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
+EARLIEST_YEAR = 1990  # no bank request in this system predates it; older dates are typing errors
+
+
 def to_utc(moment: datetime, settings: Settings) -> datetime:
     """A time without an offset is local time in the configured zone."""
     if moment.tzinfo is None:
@@ -123,7 +128,12 @@ class Prepared:
 def prepare(item: ComplaintIn, settings: Settings, prefix: str = "") -> Prepared:
     text = check_text(item.text, prefix + "text", settings)
     check_channel(item.channel, prefix + "channel", settings, required=True)
-    received = to_utc(item.received_at, settings)
+    try:
+        received = to_utc(item.received_at, settings)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01 cannot shift to UTC
+        raise invalid(prefix + "received_at", "is out of range") from None
+    if received.year < EARLIEST_YEAR:
+        raise invalid(prefix + "received_at", f"lies before {EARLIEST_YEAR}")
     if received > datetime.now(UTC) + FUTURE_TOLERANCE:
         raise invalid(prefix + "received_at", "lies in the future")
     branch = clean(item.branch)
@@ -223,7 +233,23 @@ class Intake:
     def _store(self, todo: list[Prepared], predictions: list[dict[str, Any]],
                principal: Principal | None) -> dict[str, IntakeResult]:
         """One transaction; each complaint in a savepoint, so a duplicate that another request stored
-        meanwhile (the UNIQUE external_id refuses it) is answered with the stored record."""
+        meanwhile (the UNIQUE external_id refuses it) is answered with the stored record.
+
+        Items go in dedup-key order, so two batches touching the same customers lock their alerts in
+        the same order; a deadlock the database still reports is retried, since nothing was stored."""
+        pairs = sorted(zip(todo, predictions, strict=True), key=lambda tp: (
+            tp[0].customer_ref or "", (tp[1].get("category") or {}).get("label") or "",
+            (tp[1].get("cause") or {}).get("label") or "", tp[0].item.external_id))
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                return self._store_once([p for p, _ in pairs], [q for _, q in pairs], principal)
+            except OperationalError as exc:
+                if attempt == DEADLOCK_RETRIES or getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _store_once(self, todo: list[Prepared], predictions: list[dict[str, Any]],
+                    principal: Principal | None) -> dict[str, IntakeResult]:
         out: dict[str, IntakeResult] = {}
         lost: list[str] = []
         made: list[tuple[str, Complaint, Alert | None]] = []

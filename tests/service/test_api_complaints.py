@@ -187,6 +187,8 @@ def test_intake_needs_an_intake_or_admin_key(client, h):
     ({"received_at": "2026-13-45T25:00:00"}, "received_at"),
     ({"received_at": "yesterday"}, "received_at"),
     ({"received_at": "2999-01-01T00:00:00"}, "received_at"),
+    ({"received_at": "0001-01-01T00:00:00"}, "received_at"),
+    ({"received_at": "1900-06-01T08:00:00+08:00"}, "received_at"),
     ({"amount": -1}, "amount"),
     ({"amount": "600"}, "amount"),
     ({"repeat_count": 1.5}, "repeat_count"),
