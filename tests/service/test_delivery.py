@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from service.alerting_metrics import DeliveryCollector
 from service.app import create_app
-from service.outbox import Delivery, enqueue_email, message_id, sign, verify
+from service.outbox import Claimed, Delivery, EmailSender, enqueue_email, message_id, sign, verify
 from service.routing import load_routing
 from service.tables import LetterEvent, OutboxMessage
 from tests.service.alerting_support import PII_TEXT, RAW_SECRETS, Desk, messages, routing_file, settings_for
@@ -162,6 +162,25 @@ def test_letter_email_is_delivered_over_smtp(db, tmp_path, smtp):
     with db.reading() as s:
         kinds = s.scalars(select(LetterEvent.kind).order_by(LetterEvent.id)).all()
     assert kinds == ["issued", "delivered"]
+
+
+def test_mail_folder_instead_of_smtp_writes_one_file_per_message(db, tmp_path):
+    """A trial without a mail server: letters land as .eml files; a resend replaces its own file."""
+    import email
+
+    folder = tmp_path / "mail"
+    desk = desk_for(db, tmp_path, 1, mail_dir=folder)  # port 1: SMTP would fail if it were tried
+    desk.intake(text=PII_TEXT)
+    report = desk.worker.drain()
+    assert (report.delivery.sent, report.delivery.failed) == (1, 0)
+    [path] = folder.glob("*.eml")
+    mail = email.message_from_bytes(path.read_bytes())
+    assert mail["X-Idempotency-Key"] == "letter-2026-0001-issued-email"
+    assert "〔2026〕第0001号" in str(email.header.make_header(email.header.decode_header(mail["Subject"])))
+    [msg] = messages(db)
+    EmailSender(desk.settings)(Claimed(msg.id, msg.idempotency_key, msg.kind, msg.receiver, msg.subject,
+                                       msg.payload, msg.event, msg.letter_id, msg.attempts, "test"))
+    assert list(folder.glob("*.eml")) == [path]
 
 
 def test_reminders_copy_the_protection_department(db, tmp_path, smtp):
