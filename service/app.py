@@ -33,6 +33,7 @@ from service.outbox import OutboxAdmin
 from service.routing import load_routing
 from service.settings import Settings
 from service.silences import Silences
+from service.web import routes as console
 from service.worker import Worker
 
 log = logging.getLogger("xiaobao.service")
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     for router in (predict.router, complaints.router, letters_api.router, silences_api.router, outbox_api.router,
                    admin.router, digests.router, health.router):
         app.include_router(router)
+    console.install(app)  # the browser console (/console/…) on the same services
     # The last added runs first: ids and timing wrap everything, including a 413.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=metrics)

@@ -349,3 +349,18 @@ class Digest(Base):
     recipients: Mapped[list[str]] = mapped_column(Json, default=list)
     content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the figures, without generated_at
     generated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsoleSession(Base):
+    """A browser signed in to the console (service.web). The cookie carries a random token and only
+    its sha256 is stored, so the table alone opens no session; signing out deletes the row. The
+    CSRF synchroniser token of the session's forms lives here too."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token
+    api_key_id: Mapped[int] = mapped_column(Id, ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
