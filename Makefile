@@ -59,6 +59,7 @@ run: model fonts
 	@$(XIAOBAO) keys ensure --name demo --scope admin --file $(DEMO_KEY) --database-url $(SERVICE_DB) > /dev/null
 	@echo ""
 	@echo "  消保预警 service    http://127.0.0.1:8000"
+	@echo "  console (browser)   http://127.0.0.1:8000/console/   (sign in with the demo key, or a department key)"
 	@echo "  API docs (OpenAPI)  http://127.0.0.1:8000/docs"
 	@echo "  health, readiness   http://127.0.0.1:8000/healthz  http://127.0.0.1:8000/readyz"
 	@echo "  demo key (admin)    $$(cat $(DEMO_KEY))   (also in $(DEMO_KEY))"

@@ -74,8 +74,12 @@ class InboxQuery:
         q.status = pick("status", statuses, "状态")
         q.risk_level = pick("risk_level", RISK_LEVELS, "风险等级")
         q.category = pick("category", categories, "业务类别")
-        q.branch = (params.get("branch") or "").strip()[:100] or None
-        q.department = (params.get("department") or "").strip()[:100] or None
+        for name, label in (("branch", "网点"), ("department", "职能部室")):
+            text = (params.get(name) or "").strip()[:100]
+            if any(ord(c) < 32 for c in text):  # a NUL would fail on PostgreSQL; no name has control characters
+                errors.append(f"{label}含控制字符，已忽略。")
+                text = ""
+            setattr(q, name, text or None)
         for name, label in (("date_from", "起始日期"), ("date_to", "截止日期")):
             text = (params.get(name) or "").strip()
             if text:

@@ -213,6 +213,11 @@ def _text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _controls(*values: str) -> bool:
+    """Control characters other than line breaks and tabs: no note needs them and PostgreSQL refuses NUL."""
+    return any(ord(c) < 32 and c not in "\n\r\t" for v in values for c in v)
+
+
 # --- sign-in ------------------------------------------------------------------------------------------
 def _login_page(request: Request, error: str | None = None, status: int = 200, next_path: str | None = None
                 ) -> HTMLResponse:
@@ -315,18 +320,22 @@ def _change_letter(request: Request, user: ConsoleUser, letter_id: int, action: 
 @router.post("/letters/{letter_id}/ack")
 def acknowledge(request: Request, letter_id: int, user: User, form: Form) -> Response:
     try:
+        if _controls(_text(form, "note")):
+            raise ValueError("control characters")
         body = AckIn(note=_text(form, "note") or None)
-    except ValidationError:
-        return _letter_page(request, user, letter_id, "签收说明过长（最多 4000 字）。", 422)
+    except (ValidationError, ValueError):
+        return _letter_page(request, user, letter_id, "签收说明无效（最多 4000 字，不能含控制字符）。", 422)
     return _change_letter(request, user, letter_id, "acknowledge", body.note)
 
 
 @router.post("/letters/{letter_id}/resolve")
 def resolve(request: Request, letter_id: int, user: User, form: Form) -> Response:
     try:
+        if _controls(_text(form, "note")):
+            raise ValueError("control characters")
         body = ResolveIn(note=_text(form, "note"))
-    except ValidationError:
-        return _letter_page(request, user, letter_id, "办结须填写处理情况及整改措施（1 至 4000 字）。", 422)
+    except (ValidationError, ValueError):
+        return _letter_page(request, user, letter_id, "办结须填写处理情况及整改措施（1 至 4000 字，不能含控制字符）。", 422)
     return _change_letter(request, user, letter_id, "resolve", body.note)
 
 
@@ -353,12 +362,16 @@ def record_outcome(request: Request, complaint_id: int, user: User, form: Form) 
     fields = {name: _text(form, name) for name in ("category", "cause", "escalated", "note")}
     escalated = {"yes": True, "no": False}.get(fields["escalated"])
     try:
+        if _controls(*fields.values()):
+            raise ValueError("control characters")
         body = OutcomeIn(category=fields["category"] or None, cause=fields["cause"] or None, escalated=escalated,
                          confirmed=form.get("confirmed") == "on", closed=form.get("closed") == "on",
                          note=fields["note"] or None)
-    except ValidationError:
-        return _complaint_page(request, user, complaint_id, "请至少填写一项：更正类别或原因、确认预测、实际结果、说明或办结。",
-                               422, fields)
+    except (ValidationError, ValueError):
+        said = any(fields.values()) or "confirmed" in form or "closed" in form
+        message = ("说明无效（最多 4000 字，不能含控制字符）。" if said
+                   else "请至少填写一项：更正类别或原因、确认预测、实际结果、说明或办结。")
+        return _complaint_page(request, user, complaint_id, message, 422, fields)
     try:
         store.record_outcome(_db(request), _settings(request), user.principal, complaint_id, body)
     except ApiError as exc:

@@ -163,3 +163,29 @@ def test_keyboard_skip_link_and_focus(open_page, live_server):
         'main input:not([type=hidden]), main select, main textarea')]
         .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length""")
     assert unlabelled == 0
+
+
+def test_the_letter_prints_as_the_document_alone(open_page, live_server, tmp_path):
+    _, letter = _department_with_open_letter(live_server)
+    page = open_page(1280)
+    browser_sign_in(page, live_server.keys["protection"])
+    page.goto(f"/console/letters/{letter['id']}")
+    page.emulate_media(media="print")
+    assert not page.locator(".site-header").is_visible()
+    assert not page.locator("aside.side").is_visible()
+    assert page.locator("#letter-document h1").is_visible()
+    screenshot(page, "letter-print-media")
+    pdf = page.pdf(path=str(tmp_path / "letter.pdf"), format="A4", print_background=True)
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 1
+
+
+def test_a_wrong_key_is_refused_at_sign_in(open_page, live_server):
+    page = open_page(390, 844)
+    page.goto("/console/")
+    page.wait_for_url("**/console/login?next=*")
+    page.get_by_label("访问密钥").fill("xb_wrong")
+    page.get_by_role("button", name="登录").click()
+    assert "密钥无效" in page.get_by_role("alert").inner_text()
+    assert page.get_by_label("访问密钥").get_attribute("aria-invalid") == "true"
+    assert page.evaluate(NO_HORIZONTAL_SCROLL)
+    screenshot(page, "login-refused-390")

@@ -305,3 +305,15 @@ def test_letters_count_on_top_matches_the_database(client, keys, world, db):
     with db.reading() as session:
         issued = session.query(Letter).filter(Letter.department == world["mine"], Letter.status == "issued").count()
     assert f'<span class="count-label">待签收</span><span class="count-value">{issued}</span>' in page.text
+
+
+def test_control_characters_are_refused_not_stored(client, keys, world):
+    csrf = sign_in(client, world["mine_key"])
+    letter, complaint_id = world["letter"], world["complaint_id"]
+    odd = client.get("/console/", params={"branch": "城东\x00支行", "department": "a\x01"})
+    assert odd.status_code == 200 and "控制字符" in odd.text
+    note = client.post(f"/console/complaints/{complaint_id}/outcome", data={"csrf_token": csrf, "note": "备注\x00"})
+    assert note.status_code == 422 and "控制字符" in note.text
+    ack = client.post(f"/console/letters/{letter['id']}/ack", data={"csrf_token": csrf, "note": "x\x00"})
+    assert ack.status_code == 422
+    assert client.get(f"/v1/letters/{letter['id']}", headers=bearer(keys["admin"])).json()["status"] == "issued"
