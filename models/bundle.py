@@ -38,8 +38,8 @@ class PredictConfig:
 
 @dataclass
 class ModelBundle:
-    counter: NgramCounter
-    tfidf: BlockTfidf
+    counter: NgramCounter | None  # None in a finetune bundle: the network reads the text itself
+    tfidf: BlockTfidf | None
     heads: dict[str, Any]
     structured: StructuredEncoder | None = None
     risk_thresholds: dict[str, float] = field(default_factory=dict)
@@ -48,6 +48,9 @@ class ModelBundle:
     format_version: int = FORMAT_VERSION
     # The hybrid backend's frozen sentence encoder; pickled by reference (path + sha256), not weights.
     encoder: Any = None
+    # The finetune backend's network (models.finetune.FineTunedModel); its weights are a file beside
+    # the bundle (`weight_files`), written and verified by the registry.
+    finetuned: Any = None
 
     # --- features ------------------------------------------------------------------------------
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
@@ -69,6 +72,18 @@ class ModelBundle:
     def version(self) -> str:
         return str(self.meta.get("version", "unregistered"))
 
+    # --- files stored beside the bundle (fine-tuned weights) -------------------------------------
+    def weight_files(self) -> list[str]:
+        return self.finetuned.files() if self.finetuned is not None else []
+
+    def save_weight_files(self, folder) -> dict[str, str]:
+        """Write them into a version folder; returns {file name: sha256}."""
+        return self.finetuned.save_weights(folder) if self.finetuned is not None else {}
+
+    def load_weight_files(self, folder) -> None:
+        if self.finetuned is not None:
+            self.finetuned.load_weights(folder)
+
     # --- prediction ----------------------------------------------------------------------------
     def risk_level(self, score: float) -> str:
         if score >= self.risk_thresholds.get("高", math.inf):
@@ -89,7 +104,7 @@ class ModelBundle:
             return []
         workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, n_jobs)
         # An encoder already uses every core through torch; worker processes would each load it.
-        if workers > 1 and len(texts) >= PARALLEL_MIN_TEXTS and self.encoder is None:
+        if workers > 1 and len(texts) >= PARALLEL_MIN_TEXTS and self.encoder is None and self.finetuned is None:
             from joblib import Parallel, delayed
 
             frame = None if fields is None else (
@@ -101,6 +116,8 @@ class ModelBundle:
                 for i in range(0, len(texts), size))
             return [p for part in parts for p in part]
         texts = texts if already_clean else [clean(t) for t in texts]
+        if self.finetuned is not None:
+            return self.finetuned.predict(self, texts, fields, explain)
         E = self.encoder.encode(texts) if self.encoder is not None else None
         return self.predict_features(self.features(texts), fields, texts if explain else None, E)
 
@@ -108,6 +125,8 @@ class ModelBundle:
                          texts: Sequence[str] | None = None, E: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Predictions from TF-IDF rows (and encoder embeddings `E` for a hybrid bundle); with the
         cleaned `texts` given, each head also gets its phrases."""
+        if self.finetuned is not None:
+            raise ValueError("a finetune bundle scores texts, not TF-IDF rows: use predict()")
         n = X.shape[0]
         if self.encoder is not None and E is None:
             raise ValueError("a hybrid bundle needs the texts' embeddings")

@@ -1,9 +1,10 @@
 """Where trained versions live, which one is the champion, and how a version is loaded safely.
 
-Layout: <root>/versions/<id>/{bundle.joblib, card.json, validation.parquet}, and <root>/state.json
-holding the current version and the earlier champions (for rollback). Loading checks the card's
-sha256 and library versions before unpickling, so a corrupt, truncated or incompatible bundle is
-refused with a sentence, never a pickle traceback.
+Layout: <root>/versions/<id>/{bundle.joblib, card.json, validation.parquet} (plus the fine-tuned
+weights, e.g. finetune.safetensors, for a finetune bundle), and <root>/state.json holding the current
+version and the earlier champions (for rollback). Loading checks the card's sha256 of every file and
+library versions before unpickling, so a corrupt, truncated or incompatible bundle is refused with a
+sentence, never a pickle traceback.
 """
 
 from __future__ import annotations
@@ -100,14 +101,42 @@ def load_bundle_dir(folder: Path | str) -> ModelBundle:
     problems = incompatibilities(card.get("library_versions", {}))
     if problems:
         raise ModelLoadError(f"{folder}: trained with incompatible libraries: {'; '.join(problems)}")
+    verified = _verify_weight_files(folder, card)
     try:
         bundle = joblib.load(path)
+    except ModelLoadError:  # e.g. the encoder a bundle references is not here: its own sentence
+        raise
     except Exception as exc:  # unpickling failures come in many types; all mean "unusable"
         raise ModelLoadError(f"{path}: cannot be read ({type(exc).__name__})") from None
     if not isinstance(bundle, ModelBundle) or bundle.format_version != FORMAT_VERSION:
         raise ModelLoadError(f"{path}: does not hold a model bundle of format {FORMAT_VERSION}")
+    unverified = [name for name in bundle.weight_files() if name not in verified]
+    if unverified:
+        raise ModelLoadError(f"{folder}: the card records no sha256 for {', '.join(unverified)}; not trusted")
+    try:
+        bundle.load_weight_files(folder)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # torch / safetensors failures: the weights cannot serve
+        raise ModelLoadError(f"{folder}: the fine-tuned weights cannot be loaded ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     bundle.meta["version"] = card.get("version", folder.name)
     return bundle
+
+
+def _verify_weight_files(folder: Path, card: dict[str, Any]) -> set[str]:
+    """Size and sha256 of each weights file the card lists (fine-tuned encoder weights)."""
+    files = card.get("weight_files") or {}
+    for name, want in files.items():
+        path = folder / name
+        if Path(name).name != name or not path.is_file():
+            raise ModelLoadError(f"{folder}: {name} is missing")
+        if path.stat().st_size != want.get("bytes"):
+            raise ModelLoadError(f"{path}: {path.stat().st_size} bytes where the card records {want.get('bytes')}; "
+                                 "the file is truncated or was replaced")
+        if sha256_file(path) != want.get("sha256"):
+            raise ModelLoadError(f"{path}: sha256 does not match the model card; the weights are corrupt")
+    return set(files)
 
 
 def smoke_test(bundle: ModelBundle) -> None:
@@ -238,6 +267,7 @@ class Registry:
         tmp = self.versions_dir / f".{version}.tmp"
         tmp.mkdir()
         bundle.meta["version"] = version
+        weights = bundle.save_weight_files(tmp)  # before the pickle, which records their sha256 too
         joblib.dump(bundle, tmp / BUNDLE_FILE, compress=3)
         if validation is not None:
             validation.to_parquet(tmp / VALIDATION_FILE, index=False)
@@ -249,6 +279,8 @@ class Registry:
             "library_versions": library_versions(),
             "bundle_sha256": sha256_file(tmp / BUNDLE_FILE),
             "bundle_bytes": (tmp / BUNDLE_FILE).stat().st_size,
+            **({"weight_files": {name: {"sha256": sha, "bytes": (tmp / name).stat().st_size}
+                                 for name, sha in weights.items()}} if weights else {}),
             "python_executable": sys.executable,
         }
         (tmp / CARD_FILE).write_text(json.dumps(card, ensure_ascii=False, indent=2), encoding="utf-8")

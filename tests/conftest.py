@@ -55,3 +55,38 @@ def trained_registry(tmp_path_factory, demo_corpus):
 def demo_bundle(trained_registry):
     registry, _ = trained_registry
     return registry.load("current")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory, demo_corpus) -> Path:
+    """A tiny random BERT (hidden 32, 2 layers) whose character vocabulary covers the demo corpus: the
+    hybrid and finetune backends run on it in seconds. Embeddings it caches go to a temporary folder."""
+    import pandas as pd
+
+    from tests.tiny_bert import build_tiny_bert
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XIAOBAO_CACHE", str(tmp_path_factory.mktemp("embedding-cache")))
+    texts = pd.read_csv(demo_corpus)["text"].tolist() + ["my card was charged twice ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789"]
+    folder = build_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny_bert", texts)
+    yield folder
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def small_demo(demo_corpus, tmp_path_factory) -> Path:
+    """240 demo rows: every head, enough for a stratified validation split, quick to fine-tune."""
+    import pandas as pd
+
+    frame = pd.read_csv(demo_corpus).sample(240, random_state=3)
+    path = tmp_path_factory.mktemp("small-demo") / "small.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def e5_checkpoint() -> Path:
+    """The converted e5 if `make encoder` built it; otherwise the test is skipped (never built here)."""
+    folder = ROOT / "models" / "encoder_e5"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder} is not built (run `make encoder` to include the tests on the real e5)")
+    return folder

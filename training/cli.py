@@ -11,7 +11,7 @@ from typing import Any
 from models.bundle import PredictConfig
 from models.registry import Registry
 from training.data import Columns, DataError, load_dataset
-from training.fit import BACKENDS, TrainParams
+from training.fit import BACKENDS, FinetuneParams, TrainParams
 
 
 class CliError(Exception):
@@ -77,11 +77,25 @@ def columns_from(args: argparse.Namespace) -> Columns:
 
 
 def train_params(args: argparse.Namespace) -> TrainParams:
+    ft = FinetuneParams()
+    finetune = FinetuneParams(
+        max_length=args.ft_max_length or ft.max_length, batch_size=args.ft_batch_size or ft.batch_size,
+        lr=args.ft_lr or ft.lr, epochs=args.ft_epochs or ft.epochs,
+        patience=ft.patience if args.ft_patience is None else args.ft_patience,
+        max_steps=args.ft_max_steps, device=args.device, seed=getattr(args, "seed", ft.seed))
     return TrainParams(
-        backend=args.backend, segmenter=args.segmenter, C=args.C, encoder=args.encoder,
+        backend=args.backend, segmenter=args.segmenter, C=args.C, encoder=args.encoder, finetune=finetune,
         predict=PredictConfig(top_k=args.top_k, review_threshold=args.review_threshold,
                               medium_recall=args.medium_recall, high_recall=args.high_recall),
     )
+
+
+def check_encoder(args: argparse.Namespace) -> None:
+    """Backends that need an encoder learn at once, before any data is read, if it is unusable."""
+    if args.backend in ("hybrid", "finetune"):
+        from models.encoder.checkpoint import check_checkpoint, default_encoder_dir
+
+        check_checkpoint(args.encoder or default_encoder_dir())
 
 
 def model_options() -> argparse.ArgumentParser:
@@ -89,7 +103,8 @@ def model_options() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--backend", choices=BACKENDS, default="linear")
     g.add_argument("--encoder", default=None,
-                   help="hybrid: a local transformers checkpoint folder (default: models/encoder_e5, `make encoder`)")
+                   help="hybrid/finetune: a local transformers checkpoint folder (default: models/encoder_e5, "
+                        "`make encoder`)")
     g.add_argument("--segmenter", choices=("rjieba", "jieba"), default="rjieba")
     g.add_argument("--C", type=float, default=1.5, help="regularisation of the category/cause heads")
     g.add_argument("--top-k", type=int, default=3)
@@ -97,6 +112,15 @@ def model_options() -> argparse.ArgumentParser:
                    help="top-1 probability under which a prediction needs review")
     g.add_argument("--medium-recall", type=float, default=0.85, help="share of disputes at risk level 中 or above")
     g.add_argument("--high-recall", type=float, default=0.5, help="share of disputes at risk level 高")
+    f = p.add_argument_group("finetune backend (defaults sized for a CPU)")
+    f.add_argument("--ft-epochs", type=int, default=None, help="at most this many epochs (default 3)")
+    f.add_argument("--ft-max-length", type=int, default=None, help="tokens per text (default 128)")
+    f.add_argument("--ft-batch-size", type=int, default=None, help="default 16")
+    f.add_argument("--ft-lr", type=float, default=None, help="encoder learning rate (default 3e-5)")
+    f.add_argument("--ft-patience", type=int, default=None,
+                   help="epochs without a better validation loss before stopping (default 1)")
+    f.add_argument("--ft-max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    f.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu or cuda[:N]")
     return p
 
 
@@ -122,6 +146,7 @@ def cmd_train(args) -> None:
     columns = columns_from(args)
     if args.test_from and not columns.time:
         raise CliError("--test-from needs --time-col")
+    check_encoder(args)
     ds = _load(args, columns, for_training=True)
     registry = _registry(args)
     result = train(ds, train_params(args), registry, valid_frac=args.valid_frac, seed=args.seed,
@@ -155,6 +180,7 @@ def cmd_cv(args) -> None:
     columns = columns_from(args)
     if args.test_from and not columns.time:
         raise CliError("--test-from needs --time-col")
+    check_encoder(args)
     ds = _load(args, columns, for_training=True)
     metrics = cross_validate(ds, train_params(args), folds=args.folds, test_from=args.test_from,
                              progress=_progress_printer(args.quiet))

@@ -23,7 +23,28 @@ from models.text import Segmenter, clean
 from training.data import Dataset, labelled
 
 Progress = Callable[[str, int, int], None]
-BACKENDS = ("linear", "hybrid")
+BACKENDS = ("linear", "hybrid", "finetune")
+
+
+@dataclass
+class FinetuneParams:
+    """The finetune backend's loop (training/finetune.py). Defaults sized for a 2-core CPU; raise
+    max_length and epochs on a GPU."""
+
+    max_length: int = 128
+    batch_size: int = 16
+    lr: float = 3e-5
+    head_lr: float = 1e-3  # fresh heads (and the structured fields' weights) learn faster than the encoder
+    epochs: int = 3
+    patience: int = 1  # epochs without a better validation loss before stopping
+    valid_frac: float = 0.15
+    warmup: float = 0.1  # share of the steps with a rising learning rate
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    freeze_embeddings: bool = True
+    max_steps: int | None = None  # a hard budget (e.g. a CPU smoke run); None: epochs decide
+    device: str = "auto"
+    seed: int = 0
 
 
 @dataclass
@@ -39,7 +60,8 @@ class TrainParams:
     risk_C_text: float = 0.3
     risk_C_stack: float = 0.3
     multilabel_threshold: float = 0.4
-    encoder: str | None = None  # hybrid: a local checkpoint folder (default: the converted e5, models/encoder_e5)
+    encoder: str | None = None  # hybrid/finetune: a local checkpoint folder (default: the converted e5, models/encoder_e5)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)  # the finetune backend's training loop
     predict: PredictConfig = field(default_factory=PredictConfig)
 
     def as_dict(self) -> dict[str, Any]:
@@ -125,6 +147,10 @@ def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progres
     params = params or TrainParams()
     if params.backend not in BACKENDS:
         raise ValueError(f"unknown backend {params.backend!r}; available: {', '.join(BACKENDS)}")
+    if params.backend == "finetune":  # its own features and heads: nothing below applies
+        from training.finetune import fit_finetune_bundle
+
+        return fit_finetune_bundle(ds, params, progress, clean_texts)
     counter = NgramCounter(Segmenter(params.segmenter), params.word_ngrams, params.char_ngrams, params.n_features)
     texts = None
     if counts is None or (params.backend == "hybrid" and embeddings is None):

@@ -96,6 +96,13 @@ def storable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+TEXT_FEATURES = {
+    "linear": "word 1-2-grams + char n-grams, hashed TF-IDF",
+    "hybrid": "word 1-2-grams + char n-grams, hashed TF-IDF; frozen encoder embeddings (stacked heads)",
+    "finetune": "fine-tuned encoder (mean pooling), one head per task; risk head reads the structured fields too",
+}
+
+
 @dataclass
 class TrainResult:
     version: str
@@ -137,7 +144,7 @@ def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: f
         "split": split,
         "heads": list(bundle.heads),
         "label_sets": label_sets(ds),
-        "features": {"text": "word 1-2-grams + char n-grams, hashed TF-IDF", "structured": ds.features},
+        "features": {"text": TEXT_FEATURES.get(params.backend, params.backend), "structured": ds.features},
         "metrics": {"validation": metrics},
         "risk_thresholds": bundle.risk_thresholds,
         "needs_review_share": bundle.meta["needs_review_share"],
@@ -145,6 +152,9 @@ def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: f
         "params": params.as_dict(),
         "training_seconds": round(seconds, 2),
     }
+    for key in ("encoder", "finetune"):  # the base encoder referenced; the fine-tuning run's record
+        if key in bundle.meta:
+            card[key] = bundle.meta[key]
     version = registry.save(bundle, card, validation=storable(valid_ds.frame))
     return TrainResult(version, metrics, seconds)
 
@@ -154,7 +164,8 @@ def cross_validate(ds: Dataset, params: TrainParams, *, folds: int = 5, test_fro
     """Pooled out-of-fold metrics (stratified, shuffled, seed 0), or one train-before/test-from split."""
     texts = [clean(t) for t in ds.texts]
     counter = NgramCounter(Segmenter(params.segmenter), params.word_ngrams, params.char_ngrams, params.n_features)
-    words, chars = count_terms(counter, texts, progress)
+    finetune = params.backend == "finetune"  # reads the texts itself: no term counts, no embeddings
+    words, chars = count_terms(counter, texts, progress) if not finetune else (None, None)
     E = encode(load_encoder(params.encoder), texts, progress) if params.backend == "hybrid" else None
     if test_from:
         splits = [time_split(ds, test_from)]
@@ -171,11 +182,15 @@ def cross_validate(ds: Dataset, params: TrainParams, *, folds: int = 5, test_fro
     for k, (tr, te) in enumerate(splits):
         progress("folds", k, len(splits))
         train_ds = ds.subset(tr)
-        bundle = fit_bundle(train_ds, params, counts=(words[tr], chars[tr]),
-                            embeddings=None if E is None else E[tr])
         fields = ds.frame.iloc[te][ds.features] if ds.features else None
-        fold_pred = bundle.predict_features(bundle.tfidf.transform((words[te], chars[te])), fields,
-                                            E=None if E is None else E[te])
+        if finetune:
+            bundle = fit_bundle(train_ds, params, progress, clean_texts=[texts[i] for i in tr])
+            fold_pred = bundle.predict([texts[i] for i in te], fields, explain=False, already_clean=True)
+        else:
+            bundle = fit_bundle(train_ds, params, counts=(words[tr], chars[tr]),
+                                embeddings=None if E is None else E[tr])
+            fold_pred = bundle.predict_features(bundle.tfidf.transform((words[te], chars[te])), fields,
+                                                E=None if E is None else E[te])
         fold_scores.append(primary_score(metrics_from_predictions(ds.subset(te), fold_pred)))
         for i, p in zip(te, fold_pred, strict=True):
             predictions[i] = p
