@@ -23,7 +23,9 @@ from service.letters import Access
 from service.tables import Alert, Complaint, Letter, LetterItem
 
 PAGE_SIZE = 20
-DUE_SOON_DAYS = 3  # as the digest's "due soon": a deadline within the next three days
+DUE_SOON_DAYS = 3  # as the digest's "due soon": a response deadline within the next three days
+# The acknowledgement window is itself only two working days: "soon" there means the last day.
+ACK_SOON_DAYS = 1
 LETTER_STATUSES = {"issued": "待签收", "acknowledged": "处理中", "resolved": "已办结", "overdue": "已逾期",
                    "due_soon": f"{DUE_SOON_DAYS}日内到期"}
 ALERT_STATUSES = {"open": "待处理", "silenced": "已静默", "resolved": "已解决", "lapsed": "已过期"}
@@ -176,10 +178,11 @@ def overdue_response(now: datetime) -> ColumnElement[bool]:
 
 
 def due_soon(now: datetime) -> ColumnElement[bool]:
-    """Not overdue yet, and a pending deadline falls within the next DUE_SOON_DAYS days."""
-    soon = now + timedelta(days=DUE_SOON_DAYS)
+    """Not overdue yet, and the response deadline falls within DUE_SOON_DAYS days or an awaited
+    acknowledgement within ACK_SOON_DAYS."""
     return and_(Letter.status != "resolved", ~overdue_ack(now), ~overdue_response(now),
-                or_(Letter.response_due_at <= soon, and_(Letter.status == "issued", Letter.ack_due_at <= soon)))
+                or_(Letter.response_due_at <= now + timedelta(days=DUE_SOON_DAYS),
+                    and_(Letter.status == "issued", Letter.ack_due_at <= now + timedelta(days=ACK_SOON_DAYS))))
 
 
 def _day_window(q: InboxQuery, column: Any, zone: ZoneInfo) -> list[ColumnElement[bool]]:

@@ -280,7 +280,7 @@ def inbox_page(request: Request, user: User) -> Response:
         "q": q, "page": page, "counts": inbox.counts(db, access, now), "choices": inbox.filter_choices(db, access),
         "categories": settings.categories, "sorts": inbox.LETTER_SORTS if q.view == "letters" else inbox.ALERT_SORTS,
         "statuses": inbox.LETTER_STATUSES if q.view == "letters" else inbox.ALERT_STATUSES,
-        "due_soon_days": inbox.DUE_SOON_DAYS})
+        "due_soon_days": inbox.DUE_SOON_DAYS, "ack_soon_days": inbox.ACK_SOON_DAYS})
 
 
 # --- letters ------------------------------------------------------------------------------------------
