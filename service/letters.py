@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -45,6 +45,7 @@ log = logging.getLogger("xiaobao.service.letters")
 LEVEL_RANK = {"高": 3, "中": 2, "低": 1}
 SUMMARY_CHARS = 160
 PHRASES_PER_ITEM = 6
+FLUSH_LOCK_KEY = 0x5842_4C45  # advisory lock id ("XBLE") serialising letter flushes on PostgreSQL
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -177,6 +178,12 @@ class Letters:
         next round, so two flushers never list the same alert and never wait on each other."""
         now = self.clock.now()
         minutes = self.settings.group_window_minutes
+        # One flusher at a time: two that each SKIP LOCKED part of a window's alerts would write two
+        # letters for one department and window. A flusher that finds the lock taken leaves the round
+        # to the one holding it. (SQLite's single writer serialises flushers already.)
+        if session.get_bind().dialect.name == "postgresql" and not session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FLUSH_LOCK_KEY}).scalar():
+            return []
         # A lapsed alert never lettered (its window passed while no worker ran) is still owed a letter.
         waiting = or_(Alert.status == "open", and_(Alert.status == "lapsed", Alert.silence_id.is_(None)))
         query = select(Alert).where(waiting, Alert.letter_id.is_(None))
