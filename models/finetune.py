@@ -225,19 +225,17 @@ class FineTunedModel:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            from models.encoder.encoder import _quiet_transformers
-
-            with _quiet_transformers():
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.base.path), local_files_only=True)
+            self._tokenizer = _tokenizer(str(self.base.path), self.base.sha256)
         return self._tokenizer
 
     def tokenize(self, texts: Sequence[str], offsets: bool = False) -> dict[str, Any]:
         """Token ids (with the encoder's prefix, e.g. e5's 'passage: '), truncated to max_length."""
-        return self.tokenizer([self.base.prefix + t for t in texts], truncation=True,
-                              max_length=min(self.max_length, self.base.max_length),
-                              return_offsets_mapping=offsets)
+        tok = self.tokenizer
+        # A fast tokenizer sets its truncation on the shared Rust object per call: concurrent calls from
+        # request threads can collide ("Already borrowed"), so they take turns.
+        with _TOKENIZER_LOCK:
+            return tok([self.base.prefix + t for t in texts], truncation=True,
+                       max_length=min(self.max_length, self.base.max_length), return_offsets_mapping=offsets)
 
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
@@ -340,6 +338,24 @@ class FineTunedModel:
                         out[i][name]["phrases"] = phrases_from_tokens(
                             text, units, attributions[i][name], spans[i], prefix, bundle.config.n_phrases)
         return out
+
+
+_TOKENIZERS: dict[tuple[str, str], Any] = {}
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def _tokenizer(path: str, sha256: str) -> Any:
+    """One tokenizer per checkpoint and process: e5's 250k-piece vocabulary takes seconds to load, and
+    a reload, a retrain or a cross-validation fold would otherwise pay it again."""
+    with _TOKENIZER_LOCK:
+        if (path, sha256) not in _TOKENIZERS:
+            from transformers import AutoTokenizer
+
+            from models.encoder.encoder import _quiet_transformers
+
+            with _quiet_transformers():
+                _TOKENIZERS[(path, sha256)] = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return _TOKENIZERS[(path, sha256)]
 
 
 def _pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

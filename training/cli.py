@@ -91,11 +91,18 @@ def train_params(args: argparse.Namespace) -> TrainParams:
 
 
 def check_encoder(args: argparse.Namespace) -> None:
-    """Backends that need an encoder learn at once, before any data is read, if it is unusable."""
+    """Backends that need an encoder (and a device) learn at once, before any data is read, if it is unusable."""
     if args.backend in ("hybrid", "finetune"):
         from models.encoder.checkpoint import check_checkpoint, default_encoder_dir
 
         check_checkpoint(args.encoder or default_encoder_dir())
+    if args.backend == "finetune":
+        from models.finetune import pick_device
+
+        try:
+            pick_device(args.device)
+        except (ValueError, RuntimeError) as exc:
+            raise CliError(f"--device {args.device}: {exc}") from None
 
 
 def model_options() -> argparse.ArgumentParser:

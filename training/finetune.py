@@ -26,7 +26,7 @@ from models.features import StructuredEncoder
 from models.finetune import FineTunedModel, MultiTaskNet, TaskHead, fit_binary_temperature, pick_device
 from models.heads import fit_temperature
 from models.text import clean
-from training.data import Dataset, labelled
+from training.data import DataError, Dataset, labelled
 
 if TYPE_CHECKING:
     from training.fit import FinetuneParams, Progress, TrainParams
@@ -47,7 +47,7 @@ def validation_split(ds: Dataset, frac: float, seed: int) -> tuple[np.ndarray, n
     idx = np.arange(len(ds))
     n_valid = max(1, int(round(len(ds) * frac)))
     if len(ds) < 4 or not 0 < frac < 1:
-        raise ValueError(f"fine-tuning needs a validation split: {len(ds)} rows, valid_frac {frac}")
+        raise DataError(f"{ds.source}: fine-tuning needs a validation split: {len(ds)} rows, valid_frac {frac}")
     for head in ("category", "cause", "risk"):
         if head not in ds.heads or (head == "category" and ds.multilabel):
             continue
@@ -94,7 +94,7 @@ def build_targets(ds: Dataset) -> Targets:
             y[rows] = np.searchsorted(names, [str(values.iloc[i]) for i in rows])
             classes[head], single[head] = names, y
         if len(classes[head]) < 2:
-            raise ValueError(f"the {head} head needs at least two classes")
+            raise DataError(f"{ds.source}: the {head} head needs at least two classes")
     risk = None
     if "risk" in ds.heads:
         risk = np.full(len(ds), np.nan)
@@ -237,7 +237,7 @@ def fit_finetune_bundle(ds: Dataset, params: TrainParams, progress: Progress,
     texts = clean_texts if clean_texts is not None else [clean(t) for t in ds.texts]
     targets = build_targets(ds)
     if not targets.classes and targets.risk is None:
-        raise ValueError("no head to fine-tune: the data has no category, cause or risk labels")
+        raise DataError(f"{ds.source}: no head to fine-tune: the data has no category, cause or risk labels")
     tr, va = validation_split(ds, fp.valid_frac, fp.seed)
 
     structured, S, meta_struct = None, np.zeros((len(ds), 0), dtype=np.float32), {}

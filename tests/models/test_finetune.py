@@ -194,3 +194,14 @@ def test_multilabel_category(tmp_path, tiny_encoder):
     assert bundle.heads["category"].multilabel and "risk" not in bundle.heads
     [p] = bundle.predict(["发动机异响，请尽快处理"])
     assert set(p["category"]["labels"]) <= set("ABC") and p["category"]["labels"]
+
+
+def test_concurrent_requests_get_the_same_answers(ft_bundle):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"信用卡第{i}次被盗刷，要求退款并赔偿" for i in range(6)]
+    alone = [ft_bundle.predict([t])[0] for t in texts]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda t: ft_bundle.predict([t])[0], texts * 3))
+    for i, p in enumerate(together):
+        assert p["category"] == alone[i % 6]["category"] and p["risk"] == alone[i % 6]["risk"]
