@@ -11,11 +11,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from models.registry import ModelLoadError, Registry
-from service import errors
+from service import errors, openapi
 from service.alerting import Alerting
 from service.alerting_metrics import DeliveryCollector
 from service.api import admin, complaints, digests, health, predict
@@ -30,6 +30,7 @@ from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestContext
 from service.model_holder import ModelHolder
 from service.outbox import OutboxAdmin
+from service.ratelimit import RateLimiter
 from service.routing import load_routing
 from service.settings import Settings
 from service.silences import Silences
@@ -95,10 +96,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.worker = None
     metrics.registry.register(DeliveryCollector(db, clock))
     app.state.intake = Intake(db, settings, metrics, alerting)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     errors.install(app)
     for router in (predict.router, complaints.router, letters_api.router, silences_api.router, outbox_api.router,
                    admin.router, digests.router, health.router):
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(openapi.checked_query)])
+    openapi.install(app, settings, list(routing.departments))  # the schema states the deployment's limits
     console.install(app)  # the browser console (/console/…) on the same services
     # The last added runs first: ids and timing wrap everything, including a 413.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -7,7 +7,7 @@ another one's request answers 404, so ids do not reveal what exists elsewhere.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -57,9 +57,9 @@ def _filtered(filters: Filters, settings: Settings) -> Select:
         if value is not None:
             query = query.where(getattr(Complaint, name) == value)
     if filters.received_from is not None:
-        query = query.where(Complaint.received_at >= to_utc(filters.received_from, settings))
+        query = query.where(Complaint.received_at >= to_utc(filters.received_from, settings, "received_from"))
     if filters.received_to is not None:
-        query = query.where(Complaint.received_at < to_utc(filters.received_to, settings))
+        query = query.where(Complaint.received_at < to_utc(filters.received_to, settings, "received_to"))
     return query
 
 
@@ -92,7 +92,7 @@ def merged_labels(c: Complaint, outcomes: list[ComplaintOutcome]) -> Labels:
 def list_page(db: Database, settings: Settings, principal: Principal, filters: Filters,
               limit: int | None, offset: int) -> ComplaintPage:
     if filters.received_from and filters.received_to and \
-            to_utc(filters.received_from, settings) >= to_utc(filters.received_to, settings):
+            to_utc(filters.received_from, settings, "received_from") >= to_utc(filters.received_to, settings, "received_to"):
         raise invalid("received_to", "must be later than received_from")
     if limit is not None and limit > settings.page_limit_max:
         raise invalid("limit", f"at most {settings.page_limit_max}")
@@ -130,11 +130,17 @@ def _check_label(value: str | None, field: str, allowed: list[str]) -> str | Non
     return value
 
 
+CLOSED_AT_HORIZON = timedelta(days=366)
+
+
 def record_outcome(db: Database, settings: Settings, principal: Principal, complaint_id: int,
                    body: OutcomeIn) -> OutcomeOut:
     category = _check_label(body.category, "category", settings.categories)
     cause = _check_label(body.cause, "cause", settings.causes)
-    closed_at = to_utc(body.closed_at, settings) if body.closed_at else None
+    closed_at = to_utc(body.closed_at, settings, "closed_at") if body.closed_at else None
+    if closed_at is not None and closed_at > datetime.now(UTC) + CLOSED_AT_HORIZON:
+        # a typing error, and near year 9999 one that overflows when shown in the bank's zone (a 500)
+        raise invalid("closed_at", "lies in the future (more than a year from now)")
     with db.transaction() as session:
         c = _load(session, principal, complaint_id)
         if closed_at is not None and closed_at < c.received_at:

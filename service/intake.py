@@ -95,11 +95,17 @@ RETRYABLE_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, seria
 EARLIEST_YEAR = 1990  # no bank request in this system predates it; older dates are typing errors
 
 
-def to_utc(moment: datetime, settings: Settings) -> datetime:
-    """A time without an offset is local time in the configured zone."""
+def to_utc(moment: datetime, settings: Settings, field: str | None = None) -> datetime:
+    """A time without an offset is local time in the configured zone. With `field`, a time that
+    cannot be shifted (within hours of year 1 or 9999) is a 422 naming it instead of an OverflowError."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=settings.zone)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        if field is None:
+            raise
+        raise invalid(field, "is out of range") from None
 
 
 def _optional_clean(value: str | None) -> str | None:

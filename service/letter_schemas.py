@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.schemas import Moment, storable
 
 Note = Field(None, max_length=4000)
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    _storable = field_validator("*")(storable)  # no NUL or unpaired surrogate in what is stored
 
 
 # --- letters ---------------------------------------------------------------------------------------
@@ -108,8 +112,8 @@ class SilenceIn(_In):
     category: str | None = Field(None, max_length=64)
     cause: str | None = Field(None, max_length=64)
     branch: str | None = Field(None, max_length=100)
-    starts_at: datetime | None = Field(None, description="default: now")
-    ends_at: datetime
+    starts_at: Moment | None = Field(None, description="default: now")
+    ends_at: Moment
     comment: str | None = Field(None, max_length=2000)
 
     @model_validator(mode="after")
@@ -126,7 +130,7 @@ class SilenceOut(BaseModel):
     cause: str | None
     branch: str | None
     starts_at: datetime
-    ends_at: datetime
+    ends_at: Moment
     active: bool
     comment: str | None
     created_at: datetime

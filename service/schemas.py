@@ -7,13 +7,62 @@ without an offset is read in the configured zone (Asia/Shanghai by default).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+# Times the API accepts: ISO 8601, never a bare number (pydantic would read one as a Unix timestamp,
+# while the schema says date-time). Shifting to UTC may still overflow near year 1 or 9999: that
+# is checked where the zone is known (service.intake.to_utc with the field's name).
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("write an ISO 8601 date or time, e.g. 2026-05-06T10:00:00+08:00")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_only)]
+# Offsets past a signed 64-bit integer overflow both databases' OFFSET (a 500 before).
+MAX_OFFSET = 2**63 - 1
+
+
+def storable(value: object) -> object:
+    """Strings the databases can hold: no NUL (PostgreSQL refuses it) and no unpaired surrogate
+    (valid JSON, but not encodable as UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("contains an unpaired surrogate (not valid Unicode text)") from None
+    return value
+
 
 Amount = Annotated[float, Strict(), Field(ge=0, le=1e15, description="金额 in yuan")]
-RepeatCount = Annotated[StrictInt, Field(ge=0, le=1_000_000, description="times the customer raised it before")]
+
+
+def _whole(value: object) -> object:
+    """JSON Schema counts 3.0 as an integer, so the API does too; "3", 3.5 and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+RepeatCount = Annotated[StrictInt, Field(ge=0, le=1_000_000, description="times the customer raised it before"),
+                        BeforeValidator(_whole)]
 
 
 def _absent(value: object) -> bool:
@@ -23,6 +72,8 @@ def _absent(value: object) -> bool:
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    _storable = field_validator("*")(storable)
 
 
 # --- prediction ------------------------------------------------------------------------------------
@@ -110,7 +161,7 @@ class ComplaintIn(_In):
     text: str
     channel: str
     branch: str = Field(min_length=1, max_length=100)
-    received_at: datetime
+    received_at: Moment
     customer_ref: str | None = Field(None, max_length=128, description="the upstream's customer reference (masked if it holds personal data)")
     product: str | None = Field(None, max_length=100)
     amount: Amount | None = None
@@ -201,7 +252,7 @@ class OutcomeIn(_In):
     confirmed: StrictBool = Field(False, description="the predicted category and cause are right")
     note: str | None = Field(None, max_length=4000)
     closed: StrictBool = Field(False, description="the case is closed (handling finished)")
-    closed_at: datetime | None = Field(None, description="when it was closed (default: now); implies closed")
+    closed_at: Moment | None = Field(None, description="when it was closed (default: now); implies closed")
 
     @model_validator(mode="after")
     def _says_something(self) -> OutcomeIn:

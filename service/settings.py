@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     intake_batch_max: int = Field(default=500, gt=0)
     page_limit_default: int = Field(default=50, gt=0)
     page_limit_max: int = Field(default=500, gt=0)
+    rate_limit_per_second: float = Field(default=50, ge=0, description="requests a second per API key and "
+                                         "worker process (token bucket; 0 turns it off)")
+    rate_limit_burst: int = Field(default=100, ge=1, description="requests a key may make at once")
 
     # --- vocabularies -------------------------------------------------------------------------------
     channels: StrList = Field(default_factory=lambda: list(DEFAULT_CHANNELS))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
@@ -12,6 +11,7 @@ from service.api.deps import BundleDep, DatabaseDep, IntakeDep, SettingsDep, req
 from service.auth import Principal
 from service.intake import check_batch
 from service.schemas import (
+    MAX_OFFSET,
     ComplaintBatchIn,
     ComplaintIn,
     ComplaintOut,
@@ -19,6 +19,7 @@ from service.schemas import (
     ErrorResponse,
     IntakeBatchResult,
     IntakeResult,
+    Moment,
     OutcomeIn,
     OutcomeOut,
 )
@@ -62,10 +63,10 @@ def list_complaints(
     risk_level: RiskLevel = None, needs_review: bool | None = None,
     complaint_status: Annotated[str | None, Query(alias="status", pattern="^(open|closed)$")] = None,
     customer_ref: str | None = None,
-    received_from: Annotated[datetime | None, Query(description="ISO date or time, inclusive")] = None,
-    received_to: Annotated[datetime | None, Query(description="ISO date or time, exclusive")] = None,
+    received_from: Annotated[Moment | None, Query(description="ISO date or time, inclusive")] = None,
+    received_to: Annotated[Moment | None, Query(description="ISO date or time, exclusive")] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size (default 50, at most page_limit_max)")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ComplaintPage:
     """Newest first (by received_at, then id), with the total count matching the filters."""
     filters = store.Filters(channel=channel, branch=branch, category=category, cause=cause, risk_level=risk_level,

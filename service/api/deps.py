@@ -18,6 +18,7 @@ from service.errors import ApiError
 from service.intake import Intake
 from service.metrics import Metrics
 from service.model_holder import ModelHolder, ModelUnavailable
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer xb_…`")
@@ -53,7 +54,8 @@ async def bundle(request: Request) -> ModelBundle:
 
 
 def require(permission: str) -> Callable[..., Principal]:
-    """A dependency: the caller's key must be valid (401) and hold `permission` (403)."""
+    """A dependency: the caller's key must be valid (401), within its rate (429) and hold
+    `permission` (403)."""
 
     def check(request: Request,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
@@ -65,6 +67,11 @@ def require(permission: str) -> Callable[..., Principal]:
             principal = authenticate(session, credentials.credentials)
         if principal is None:
             raise ApiError(401, "unauthorized", "the API key is unknown or revoked", headers=challenge)
+        limiter: RateLimiter = request.app.state.rate_limiter
+        wait = limiter.acquire(principal.key_id)
+        if wait is not None:
+            raise ApiError(429, "rate_limited", f"key {principal.name!r} exceeds {limiter.rate:g} requests a second; "
+                           f"retry after {limiter.retry_after(wait)} s", headers={"Retry-After": limiter.retry_after(wait)})
         if not principal.can(permission):
             raise ApiError(403, "forbidden", f"scope {principal.scope!r} may not {permission}")
         return principal

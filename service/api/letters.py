@@ -12,7 +12,7 @@ from service.api.deps import DatabaseDep, require
 from service.auth import Principal
 from service.letter_schemas import AckIn, ExtendIn, FlushOut, LetterOut, LetterPage, ResolveIn
 from service.letters import Access, Letters
-from service.schemas import ErrorResponse
+from service.schemas import MAX_OFFSET, ErrorResponse
 
 router = APIRouter(prefix="/v1/letters", tags=["letters"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 422)}
@@ -58,7 +58,7 @@ def list_letters(db: DatabaseDep, service: LettersDep, principal: Reader,
                  letter_status: Annotated[Literal["issued", "acknowledged", "resolved"] | None,
                                           Query(alias="status")] = None,
                  limit: Annotated[int | None, Query(ge=1, description="page size (default 50)")] = None,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> LetterPage:
+                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> LetterPage:
     """Newest first, with the number of requests in each and the deadlines missed so far."""
     return service.list_page(db, Access(principal), department=department, status=letter_status,
                              limit=limit, offset=offset)

@@ -10,7 +10,7 @@ from service.api.deps import require
 from service.auth import Principal
 from service.letter_schemas import OutboxOut, OutboxPage
 from service.outbox import OutboxAdmin
-from service.schemas import ErrorResponse
+from service.schemas import MAX_OFFSET, ErrorResponse
 
 router = APIRouter(prefix="/v1/outbox", tags=["delivery"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 422)}
@@ -29,7 +29,7 @@ def list_messages(service: OutboxDep, _: Operator,
                   message_status: Annotated[Literal["pending", "sending", "failed", "sent", "dead"] | None,
                                             Query(alias="status")] = None,
                   limit: Annotated[int | None, Query(ge=1)] = None,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> OutboxPage:
+                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> OutboxPage:
     """Newest first; `?status=dead` lists the dead letters (every attempt failed; see last_error)."""
     return service.list_page(message_status, limit, offset)
 

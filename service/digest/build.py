@@ -22,6 +22,7 @@ from service.digest.schema import (
     BranchRow,
     BreakdownRow,
     Change,
+    DeadMessage,
     DepartmentLetters,
     DueItem,
     Handling,
@@ -202,9 +203,11 @@ def _high_risk(session: Session, week: Week) -> HighRisk:
 
 def _letters(session: Session, week: Week) -> Letters:
     data = q.letters(session, week.start, week.end)
+    dead, dead_rows = q.dead_messages(session)
     return Letters(**{k: v for k, v in data.items() if k not in ("by_department", "overdue_items")},
                    by_department=[DepartmentLetters(**r) for r in data["by_department"]],
-                   overdue_items=[LetterRow(**r) for r in data["overdue_items"]])
+                   overdue_items=[LetterRow(**r) for r in data["overdue_items"]],
+                   undeliverable=dead, undeliverable_items=[DeadMessage(**r) for r in dead_rows])
 
 
 def _handling(session: Session, week: Week) -> Handling:

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, literal, or_,
 from sqlalchemy.orm import Session
 
 from service.digest.weeks import Week, end_of_day, response_due
-from service.tables import Alert, Complaint, Letter, LetterItem, UTCDateTime
+from service.tables import Alert, Complaint, Letter, LetterItem, OutboxMessage, UTCDateTime
 
 UNCLASSIFIED = "未分类"
 HIGH = "高"
@@ -172,6 +172,16 @@ def _letter_overdue(end: datetime) -> tuple[ColumnElement[bool], ColumnElement[b
                unresolved)
     response = and_(Letter.response_due_at < end, unresolved)
     return ack, response
+
+
+def dead_messages(session: Session, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
+    """Dead outbox messages now (see schema.Letters.undeliverable): the count and the oldest."""
+    dead = OutboxMessage.status == "dead"
+    total = session.scalar(select(func.count()).select_from(OutboxMessage).where(dead)) or 0
+    rows = session.execute(select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.event, OutboxMessage.receiver,
+                                  OutboxMessage.attempts, OutboxMessage.last_error)
+                           .where(dead).order_by(OutboxMessage.id).limit(limit)).mappings().all()
+    return total, [dict(r) for r in rows]
 
 
 def letters(session: Session, start: datetime, end: datetime) -> dict[str, Any]:

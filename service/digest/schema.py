@@ -97,6 +97,17 @@ class DepartmentLetters(BaseModel):
     overdue: int
 
 
+class DeadMessage(BaseModel):
+    """An outgoing message that failed every attempt (a dead letter), as the outbox holds it now."""
+
+    id: int
+    kind: str
+    event: str | None
+    receiver: str
+    attempts: int
+    last_error: str | None
+
+
 class Letters(BaseModel):
     sent: int = Field(description="issued this week")
     acknowledged: int = Field(description="acknowledged this week")
@@ -106,6 +117,10 @@ class Letters(BaseModel):
     overdue_response: int
     by_department: list[DepartmentLetters]
     overdue_items: list[LetterRow] = Field(description="the oldest first, at most 50")
+    # Delivery state, not a figure of the week: read when the digest is generated (a retried
+    # message leaves the list), so operators see receivers that keep failing.
+    undeliverable: int = Field(0, description="outbox messages dead (every attempt failed) when generated")
+    undeliverable_items: list[DeadMessage] = Field(default_factory=list, description="the oldest first, at most 20")
 
 
 class DueItem(BaseModel):

@@ -155,7 +155,8 @@ def workbook(digest: WeeklyDigest) -> Workbook:
     L = d.letters
     last = w.table(ws, 1, ["指标", "数值"], [("本周发出", L.sent), ("本周签收", L.acknowledged), ("本周办结", L.resolved),
                                           ("逾期（周末）", L.overdue), ("未按时签收", L.overdue_ack),
-                                          ("超过办理期限", L.overdue_response)])
+                                          ("超过办理期限", L.overdue_response),
+                                          ("无法投递的消息（生成时）", L.undeliverable)])
     last = w.table(ws, last + 2, ["部门", "本周发出", "本周签收", "逾期"],
                    [(r.department, r.sent, r.acknowledged, r.overdue) for r in L.by_department])
     w.table(ws, last + 2, ["文号", "部门", "发出时间", "签收期限", "办理期限", "状态", "逾期情形"],
