@@ -154,6 +154,7 @@ def test_keyboard_skip_link_and_focus(open_page, live_server):
     assert focused == "跳到主要内容"
     outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("none", "")
+    screenshot(page, "keyboard-skip-link-focused")
     page.keyboard.press("Enter")
     assert page.evaluate("() => document.activeElement.id") == "main"
     page.keyboard.press("Tab")  # the first control after the skip is inside main, not the header
