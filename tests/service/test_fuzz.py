@@ -26,7 +26,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests.service.conftest import bearer, complaint_body
 
-EXAMPLES = int(os.environ.get("XIAOBAO_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("XIAOBAO_FUZZ_EXAMPLES", "10"))
 RESULTS = os.environ.get("XIAOBAO_FUZZ_RESULTS")  # a JSON-lines file the proof run aggregates
 # Schema-valid data the service may still refuse: rules JSON Schema cannot state (times relative to
 # now or to each other, weeks that do not exist, text that is only invisible characters) and what
@@ -104,7 +104,8 @@ def test_schema_fuzzing(operation: str, auth: str, db, holder, settings, keys, c
     app = create_app(settings.model_copy(update={"rate_limit_per_second": 0}), database=db, model=holder)
     headers = bearer(keys["admin"]) if auth == "admin" else {}
     with TestClient(app, raise_server_exceptions=False) as client:
-        seed(client, bearer(keys["admin"]), corpus)
+        if auth == "admin":  # without a key every answer is a refusal: no rows needed
+            seed(client, bearer(keys["admin"]), corpus)
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         method, path = operation.split(" ", 1)
         op = schema[path][method]

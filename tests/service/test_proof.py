@@ -81,6 +81,7 @@ class Hook:
         self.seen = webhook_receiver.SeenKeys(folder / f"{name}-seen.db")
         self.log = folder / f"{name}.jsonl"
         self.acted: list[str] = []
+        self.bodies: list[str] = []  # what was acted on, as JSON text
         self.server = None
 
     @property
@@ -90,9 +91,13 @@ class Hook:
     def start(self) -> Hook:
         self.server = webhook_receiver.serve(SECRET, port=self.port, seen=self.seen, log_path=self.log,
                                              fail_status=self.fail_status,
-                                             on_message=lambda key, event, body: self.acted.append(key))
+                                             on_message=self._act)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
+
+    def _act(self, key: str, event: str, body: dict) -> None:
+        self.acted.append(key)
+        self.bodies.append(json.dumps(body, ensure_ascii=False))
 
     def stop(self) -> None:
         if self.server is not None:
