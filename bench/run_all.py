@@ -9,6 +9,7 @@ from typing import Any
 
 from bench import accuracy, speed
 from bench import digest as digest_bench
+from bench import transformer as transformer_bench
 from bench.common import RESULTS, replace_readme_block
 
 
@@ -84,12 +85,85 @@ def speed_table(s: dict[str, Any]) -> str:
     return "\n".join(rows) + f"\n\nMeasured {s['machine']['measured_at']} on {s['machine']['cpus']} cores."
 
 
+def _f(x: Any, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def transformer_table(t: dict[str, Any]) -> str:
+    """The hybrid and finetune backends beside the linear one measured in the same run."""
+    rows = ["| benchmark (protocol in ../shared/data/README.md) | metric | hybrid | linear, same run | target |",
+            "|---|---|---|---|---|"]
+    for key, label in (("fullcols", "taidi2020c messages_fullcols, title + text, 5-fold"),
+                       ("bodies", "taidi2020c bodies, 5-fold")):
+        r = t.get(key)
+        if r:
+            rows.append(f"| {label} (n={r['n']}) | macro-F1 (pooled) | {_f(r['hybrid']['macro_f1'])} | "
+                        f"{_f(r['linear']['macro_f1'])} | ≥ {r['target_hybrid_macro_f1']:.2f} |")
+            rows.append(f"| | accuracy | {_f(r['hybrid']['accuracy'])} | {_f(r['linear']['accuracy'])} | |")
+            if "embedding_lr" in r:
+                ref = r["reference"]
+                rows.append(f"| | frozen e5 + logistic regression alone, same folds | "
+                            f"{_f(r['embedding_lr']['macro_f1'])} | | references: TF-IDF + LinearSVC "
+                            f"{ref['tfidf_linearsvc']}, naive concatenation {ref['naive_concatenation_linearsvc']} |")
+    c = t.get("cfpb")
+    if c:
+        h, lin = c["hybrid"], c["linear"]
+        rows.append(f"| CFPB disputed, time split, text + product,issue,state,tags | ROC-AUC / PR-AUC / ECE | "
+                    f"{_f(h['risk']['roc_auc'])} / {_f(h['risk']['pr_auc'])} / {_f(h['risk']['ece'])} | "
+                    f"{_f(lin['risk']['roc_auc'])} / {_f(lin['risk']['pr_auc'])} / {_f(lin['risk']['ece'])} | report |")
+        rows.append(f"| CFPB product (11 classes), time split | macro-F1 | {_f(h['product_macro_f1'])} | "
+                    f"{_f(lin['product_macro_f1'])} | |")
+    b = t.get("bank_dev")
+    if b:
+        h, lin = b["hybrid"]["bank_dev"], b["linear"]["bank_dev"]
+        rows.append(f"| bank_dev (200, other writers), default model | category / cause macro-F1 | "
+                    f"{_f(h['category_macro_f1'])} / {_f(h['cause_macro_f1'])} | "
+                    f"{_f(lin['category_macro_f1'])} / {_f(lin['cause_macro_f1'])} | report |")
+        rows.append(f"| | risk ROC-AUC / ECE | {_f(h['risk_roc_auc'])} / {_f(h['risk_ece'])} | "
+                    f"{_f(lin['risk_roc_auc'])} / {_f(lin['risk_ece'])} | |")
+        hv, lv = b["hybrid"]["demo_validation"], b["linear"]["demo_validation"]
+        rows.append(f"| demo corpus validation split (20%) | category / cause macro-F1, risk ROC-AUC | "
+                    f"{_f(hv['category_macro_f1'])} / {_f(hv['cause_macro_f1'])} / {_f(hv['risk_roc_auc'])} | "
+                    f"{_f(lv['category_macro_f1'])} / {_f(lv['cause_macro_f1'])} / {_f(lv['risk_roc_auc'])} | |")
+    s = t.get("speed")
+    if s:
+        e, p = s["encoder"], s["single_prediction_p50_ms"]
+        rows.append(f"| encoder throughput, {s['texts']['n']} texts of {s['texts']['chars']} chars "
+                    f"(~{s['texts']['tokens_median']:.0f} tokens), {e['variant']}, {e['threads']} threads | "
+                    f"texts/s (median of rounds {', '.join(str(x) for x in e['texts_per_s_rounds'])}) | "
+                    f"{e['texts_per_s']:.1f} | | ≥ {s['targets']['texts_per_s']} |")
+        rows.append(f"| single-text prediction, a text never seen before, with / without explanations | p50 | "
+                    f"{p['hybrid_explain']:.1f} / {p['hybrid']:.1f} ms | {p['linear_explain']:.1f} / "
+                    f"{p['linear']:.1f} ms | ≤ {s['targets']['hybrid_single_p50_ms']} ms |")
+    f = t.get("finetune_demo")
+    if f:
+        v, d = f["demo_validation"], f.get("bank_dev", {})
+        rows += ["", "Fine-tuned e5 (finetune backend) on the demo corpus, on the CPU: "
+                 f"{f['epochs']} epoch, max_length {f['max_length']}, batch {f['batch_size']}, lr {f['lr']}, "
+                 f"{f['finetune']['steps']} steps in {f['training_seconds'] / 60:.0f} min on {f['device']} "
+                 f"(load average {f['load_average_start_end'][0][0]}); {f['weights_mb']} MB of changed weights "
+                 "stored beside the bundle.", "",
+                 "| finetune | category macro-F1 | cause macro-F1 | risk ROC-AUC | risk ECE |", "|---|---|---|---|---|",
+                 f"| demo validation split (20%) | {_f(v['category_macro_f1'])} | {_f(v['cause_macro_f1'])} | "
+                 f"{_f(v['risk_roc_auc'])} | {_f(v['risk_ece'])} |"]
+        if d:
+            rows.append(f"| bank_dev | {_f(d['category_macro_f1'])} | {_f(d['cause_macro_f1'])} | "
+                        f"{_f(d['risk_roc_auc'])} | {_f(d['risk_ece'])} |")
+    stamps = sorted(v["measured_at"] for v in t.values() if isinstance(v, dict) and "measured_at" in v)
+    when = f"{stamps[0]} to {stamps[-1]}" if stamps else t["machine"]["measured_at"]
+    return "\n".join(rows) + (f"\n\nMeasured {when} on {t['machine']['cpus']} cores shared with other work "
+                               "(load averages are in bench/results/transformer.json).")
+
+
 def write_tables() -> None:
     acc, spd = _load("accuracy"), _load("speed")
     if acc:
         replace_readme_block("accuracy", accuracy_table(acc))
     if spd:
         replace_readme_block("speed", speed_table(spd))
+    trf = _load("transformer")
+    if trf:
+        replace_readme_block("transformer", transformer_table(trf))
     dig = _load("digest")
     if dig:
         replace_readme_block("digest", digest_bench.table(dig))
@@ -100,6 +174,7 @@ def main() -> None:
         accuracy.main()
         speed.main()
         digest_bench.main([])
+        transformer_bench.main([])  # all sections but the hour-long CPU fine-tune (python -m bench.transformer finetune_demo)
     write_tables()
 
 
