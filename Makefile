@@ -80,7 +80,7 @@ lint: $(STAMP)
 test: $(STAMP) $(CORPUS) fonts lint
 	$(VENV)/bin/pytest -q
 
-bench: $(STAMP) $(CORPUS)
+bench: $(STAMP) $(CORPUS) encoder
 	$(PY) -m bench.run_all
 
 # Issue 6's proofs at full size (about 35 minutes on 2 cores; make test runs them small): schema

@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result["backends"][backend] = figures
     result["load_average_end"] = os.getloadavg()
     path = write_result("service", result)
-    replace_readme_block("service", table(json.loads(path.read_text(encoding="utf-8"))))
+    markdown = table(json.loads(path.read_text(encoding="utf-8")))
+    replace_readme_block("service", markdown)
+    replace_readme_block("service", markdown, readme=ROOT / "bench" / "README.md")
     return result
 
 
