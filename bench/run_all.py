@@ -9,6 +9,7 @@ from typing import Any
 
 from bench import accuracy, speed
 from bench import digest as digest_bench
+from bench import letters as letters_bench
 from bench import transformer as transformer_bench
 from bench.common import RESULTS, replace_readme_block
 
@@ -167,6 +168,9 @@ def write_tables() -> None:
     dig = _load("digest")
     if dig:
         replace_readme_block("digest", digest_bench.table(dig))
+    let = _load("letters")
+    if let:
+        replace_readme_block("letters", letters_bench.table(let))
 
 
 def main() -> None:
@@ -174,6 +178,7 @@ def main() -> None:
         accuracy.main()
         speed.main()
         digest_bench.main([])
+        letters_bench.main([])
         transformer_bench.main([])  # all sections but the hour-long CPU fine-tune (python -m bench.transformer finetune_demo)
     write_tables()
 

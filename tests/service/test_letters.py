@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 
@@ -319,19 +318,16 @@ def test_letter_renders_as_print_ready_html_and_text_with_personal_data_masked(d
             assert secret not in doc
 
 
-def test_a_window_of_100_alerts_renders_into_its_letter_within_a_second(desk, db):
+def test_a_window_of_100_alerts_becomes_one_letter_listing_all_of_them(desk, db):
+    # How long this takes is measured by bench/letters.py, not here.
     for i in range(100):
         desk.intake(customer=f"C{i:04d}", text=PII_TEXT + f"第{i}次")
     desk.clock.advance(hours=1)
-    started = time.perf_counter()
     [number] = desk.flush()  # the letter, its 100 items, its rendering (HTML and text) and its message
-    elapsed = time.perf_counter() - started
     [letter] = letters(db)
     assert letter.number == number
     html = messages(db)[0].payload["html"]
     assert html.count('<td class="n"') == 100
-    print(f"\n100-alert letter: flushed and rendered in {elapsed * 1000:.0f} ms ({len(html) // 1024} KiB HTML)")
-    assert elapsed < 1.0
 
 
 # --- the API -----------------------------------------------------------------------------------------
