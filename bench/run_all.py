@@ -141,7 +141,9 @@ def transformer_table(t: dict[str, Any]) -> str:
         v, d = f["demo_validation"], f.get("bank_dev", {})
         rows += ["", "Fine-tuned e5 (finetune backend) on the demo corpus, on the CPU: "
                  f"{f['epochs']} epoch, max_length {f['max_length']}, batch {f['batch_size']}, lr {f['lr']}, "
-                 f"{f['finetune']['steps']} steps in {f['training_seconds'] / 60:.0f} min on {f['device']} "
+                 f"{f['finetune']['steps']} steps"
+                 f"{' (capped: a budget run, not trained to convergence)' if f.get('max_steps') else ''} "
+                 f"in {f['training_seconds'] / 60:.0f} min on {f['device']} "
                  f"(load average {f['load_average_start_end'][0][0]}); {f['weights_mb']} MB of changed weights "
                  "stored beside the bundle.", "",
                  "| finetune | category macro-F1 | cause macro-F1 | risk ROC-AUC | risk ECE |", "|---|---|---|---|---|",
