@@ -187,8 +187,8 @@ def _top_phrases(phrases: list[str], cols: np.ndarray, idx: np.ndarray, contrib:
         w = weight_of.get(col, 0.0)
         if w <= 0:
             continue
-        if len(phrase) < 2:  # single characters explain nothing to a reader
-            continue
+        if len(phrase) < 2 or not any(ch.isalpha() for ch in phrase):
+            continue  # single characters and bare digits ("00") explain nothing to a reader
         by_phrase[phrase] = max(by_phrase.get(phrase, 0.0), w)
     chosen: list[tuple[str, float]] = []
     for phrase, w in sorted(by_phrase.items(), key=lambda kv: -kv[1]):

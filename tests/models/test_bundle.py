@@ -46,6 +46,12 @@ def test_explanation_phrases_come_from_the_text(demo_bundle):
     assert weights == sorted(weights, reverse=True)
 
 
+def test_bare_numbers_are_never_shown_as_phrases(demo_bundle):
+    [p] = demo_bundle.predict(["本人3月3日存的50000.00元只剩49000.00元，柜员说是00号单据的问题，要求2日内退还"])
+    shown = [x["phrase"] for head in ("category", "cause", "risk") for x in p[head]["phrases"]]
+    assert shown and all(any(ch.isalpha() for ch in ph) for ph in shown), shown
+
+
 def test_structured_fields_move_the_risk(demo_bundle):
     text = "信用卡账单有一笔消费不认识，麻烦查一下"
     calm, repeated, referred = demo_bundle.predict([text] * 3, [
