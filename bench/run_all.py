@@ -140,7 +140,7 @@ def transformer_table(t: dict[str, Any]) -> str:
     if f:
         v, d = f["demo_validation"], f.get("bank_dev", {})
         rows += ["", "Fine-tuned e5 (finetune backend) on the demo corpus, on the CPU: "
-                 f"{f['epochs']} epoch, max_length {f['max_length']}, batch {f['batch_size']}, lr {f['lr']}, "
+                 f"{f['epochs']} epoch(s) at most ({f['finetune']['epochs_run']} run), max_length {f['max_length']}, batch {f['batch_size']}, lr {f['lr']}, "
                  f"{f['finetune']['steps']} steps"
                  f"{' (capped: a budget run, not trained to convergence)' if f.get('max_steps') else ''} "
                  f"in {f['training_seconds'] / 60:.0f} min on {f['device']} "

@@ -263,10 +263,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = sys.argv[1:] if argv is None else argv
     only = [a for a in args if a in SECTIONS] or list(DEFAULT)
     steps = [int(a.split("=", 1)[1]) for a in args if a.startswith("--finetune-steps=")]
+    epochs = [int(a.split("=", 1)[1]) for a in args if a.startswith("--finetune-epochs=")]
     ours: dict[str, Any] = {}
     for name in only:
         t0 = time.perf_counter()
-        section = finetune_demo(max_steps=steps[-1]) if name == "finetune_demo" and steps else SECTIONS[name]()
+        if name == "finetune_demo":
+            section = finetune_demo(epochs=epochs[-1] if epochs else 1, max_steps=steps[-1] if steps else None)
+        else:
+            section = SECTIONS[name]()
         if section is not None:
             ours[name] = section | {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
