@@ -11,7 +11,6 @@ mapped onto the text's words and merged into phrases.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import threading
@@ -27,6 +26,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, softmax
 from torch import nn
 
+from models.hashing import sha256_file
 from models.registry import ModelLoadError
 
 WEIGHTS_FILE = "finetune.safetensors"
@@ -179,7 +179,7 @@ class FineTunedModel:
         state = {name: params[name].detach().to("cpu", torch.float32).contiguous() for name in self.trainable}
         path = Path(folder) / self.weights_file
         save_file(state, str(path), metadata={"format": "pt", "base_sha256": self.base.sha256})
-        self.weights_sha256 = _sha256(path)
+        self.weights_sha256 = sha256_file(path)
         return {self.weights_file: self.weights_sha256}
 
     def load_weights(self, folder: Path) -> None:
@@ -191,7 +191,7 @@ class FineTunedModel:
         path = Path(folder) / self.weights_file
         if not path.is_file():
             raise ModelLoadError(f"{path}: the fine-tuned weights are missing")
-        if self.weights_sha256 and _sha256(path) != self.weights_sha256:
+        if self.weights_sha256 and sha256_file(path) != self.weights_sha256:
             raise ModelLoadError(f"{path}: sha256 does not match the bundle; the fine-tuned weights are corrupt")
         try:
             state = load_file(str(path))
@@ -367,13 +367,6 @@ def _pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.T
         mask[r, :len(x)] = 1
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- explanations: token attributions → words → phrases -------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from typing import Any
 import joblib
 
 from models.bundle import FORMAT_VERSION, ModelBundle
+from models.hashing import sha256_file
 
 BUNDLE_FILE = "bundle.joblib"
 CARD_FILE = "card.json"
@@ -63,13 +63,6 @@ def incompatibilities(recorded: dict[str, str]) -> list[str]:
             problems.append(f"{lib} {want} (trained) vs {here[lib]} (here)")
     return problems
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_card(folder: Path) -> dict[str, Any]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +12,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from models.bundle import ModelBundle
 from models.features import NgramCounter
+from models.hashing import sha256_file
 from models.registry import VALIDATION_FILE, ModelLoadError, Registry
 from models.text import Segmenter, clean
 from training.data import DataError, Dataset, labelled
@@ -64,13 +63,6 @@ def holdout_split(ds: Dataset, valid_frac: float, seed: int) -> tuple[np.ndarray
         raise DataError("--valid-frac must be between 0 and 1")
     return train_test_split(idx, test_size=valid_frac, random_state=seed, stratify=_strata(ds))
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def label_sets(ds: Dataset) -> dict[str, Any]:
@@ -138,7 +130,7 @@ def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: f
     bundle.meta["needs_review_share"] = round(float(np.mean([p["needs_review"] for p in predictions])), 4)
     seconds = time.perf_counter() - started
     card = {
-        "data": {"file": ds.source, "sha256": file_sha256(ds.source), "rows": len(ds),
+        "data": {"file": ds.source, "sha256": sha256_file(ds.source), "rows": len(ds),
                  "train_rows": len(train_ds), "validation_rows": len(valid_ds),
                  "skipped": {reason: len(rows) for reason, rows in ds.skipped.items()}},
         "split": split,

@@ -9,7 +9,6 @@ sha256 of each file, and the int8 model's worst cosine against fp32 on the verif
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from models.encoder.checkpoint import DERIVED_DIR, EncoderError
+from models.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 FP32_FILE, INT8_FILE = "model.onnx", "model_int8.onnx"
@@ -42,13 +42,6 @@ def can_export() -> bool:
     return available()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def read_manifest(folder: Path, source_fingerprint: str) -> dict[str, Any] | None:
     """The manifest if it was made from this checkpoint, else None (stale or absent)."""
@@ -68,7 +61,7 @@ def check_file(folder: Path, manifest: dict[str, Any], name: str) -> Path | None
     want = manifest.get("files", {}).get(name)
     if not want or not path.is_file():
         return None
-    if _sha256(path) != want:
+    if sha256_file(path) != want:
         raise EncoderError(f"{path} does not match its manifest (sha256 differs): delete {folder} to re-export")
     return path
 
@@ -163,12 +156,12 @@ def build(folder: Path, source_fingerprint: str, model: Any, keep_fp32: bool) ->
         if not (keep_fp32 and check_file(folder, manifest, FP32_FILE)):
             export_fp32(model, fp32)
         if keep_fp32:
-            manifest["files"][FP32_FILE] = _sha256(fp32)
+            manifest["files"][FP32_FILE] = sha256_file(fp32)
         if not check_file(folder, manifest, INT8_FILE):
             tmp_int8 = Path(tmp) / INT8_FILE
             quantize_int8(fp32, tmp_int8)
             os.replace(tmp_int8, folder / INT8_FILE)
-            manifest["files"][INT8_FILE] = _sha256(folder / INT8_FILE)
+            manifest["files"][INT8_FILE] = sha256_file(folder / INT8_FILE)
             manifest.pop("int8_min_cosine", None)
     write_manifest(folder, manifest)
     return manifest
