@@ -25,6 +25,9 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 
 from bench.common import RESULTS, ROOT, shared, write_result
+from bench.encoder import BATCH as SPEED_BATCH
+from bench.encoder import CHARS as SPEED_CHARS
+from bench.encoder import load_texts as speed_texts  # the texts bench/encoder.py times
 from models.registry import Registry
 from models.text import clean
 from training.data import Columns, Dataset, load_dataset
@@ -34,7 +37,6 @@ from training.pipeline import cross_validate, train
 
 TARGETS = {"fullcols_hybrid_macro_f1": 0.87, "bodies_hybrid_macro_f1": 0.93, "encoder_texts_per_s": 50,
            "hybrid_single_p50_ms": 60}
-SPEED_TEXTS, SPEED_CHARS, SPEED_BATCH = 400, 200, 32
 CFPB_FIELDS = ("product", "issue", "state", "tags")
 
 
@@ -139,18 +141,6 @@ def bank_dev() -> dict[str, Any] | None:
     return out
 
 
-def _speed_texts() -> list[str] | None:
-    """400 taidi bodies of 200+ characters cut to 200 (about 130 tokens), as bench/encoder.py uses."""
-    path = shared("taidi2020c/bodies.csv")
-    if path is None:
-        return None
-    import pandas as pd
-
-    bodies = pd.read_csv(path)["text"].dropna().astype(str)
-    texts = [t[:SPEED_CHARS] for t in bodies if len(t) >= SPEED_CHARS][:SPEED_TEXTS]
-    return texts if len(texts) == SPEED_TEXTS else None
-
-
 def _p50_ms(bundle: Any, texts: list[str], explain: bool) -> float:
     times = []
     for t in texts:
@@ -164,7 +154,7 @@ def speed(rounds: int = 3, latency_texts: int = 40) -> dict[str, Any] | None:
     """Encoder throughput (onnx-int8, cache off) and single-text prediction latency of the hybrid
     and linear default models; every call sees a text never encoded before (a fresh cache), as a
     new complaint would. Rounds interleave the measures so a busy machine slows them alike."""
-    texts = _speed_texts()
+    texts = speed_texts()
     if texts is None:
         return None
     from models.encoder import Encoder
