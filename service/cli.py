@@ -1,4 +1,4 @@
-"""`xiaobao serve | keys … | db … | export-labels`: the service commands of the CLI."""
+"""`xiaobao serve | keys … | db … | export-labels | routing check`: the service commands of the CLI."""
 
 from __future__ import annotations
 
@@ -160,6 +160,39 @@ def cmd_export_labels(args: argparse.Namespace) -> None:
         print(f"note: {warning}", file=sys.stderr)
 
 
+# --- routing -----------------------------------------------------------------------------------
+def cmd_routing(args: argparse.Namespace) -> None:
+    """Validate a routing file the way `serve` will, and show where a request would go."""
+    from service.routing import load_routing
+
+    settings = _settings(args)
+    request = {"category": args.category, "cause": args.cause, "branch": args.branch, "channel": args.channel}
+    known = {"category": (settings.categories, "XIAOBAO_CATEGORIES"), "cause": (settings.causes, "XIAOBAO_CAUSES"),
+             "channel": (settings.channels, "XIAOBAO_CHANNELS")}
+    for name, (labels, variable) in known.items():
+        if request[name] and request[name] not in labels:
+            raise ServiceCliError(f"--{name} {request[name]!r} is not a known {name} ({variable})")
+    routing = load_routing(settings, Path(args.file) if args.file else None)
+    routes = sum(1 for _ in _walk(routing.routes))
+    print(f"{routing.source}: valid; {len(routing.departments)} departments, {routes} routes, "
+          f"default receiver {routing.default_receiver}, "
+          f"{len(routing.holidays)} holidays and {len(routing.workdays)} extra working days in the calendar")
+    for warning in routing.warnings:
+        print(f"warning: {warning}")
+    for name in routing.missing_secrets():
+        print(f"warning: {name} is not set: a webhook signed with it cannot be sent (xiaobao worker refuses to start)")
+    if any(request.values()):
+        department, where = routing.explain(**request)
+        given = ", ".join(f"{k}={v}" for k, v in request.items() if v)
+        print(f"{given} → {department} ({where})")
+
+
+def _walk(routes):
+    for route in routes:
+        yield route
+        yield from _walk(route.routes)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     dbopt = argparse.ArgumentParser(add_help=False)
     dbopt.add_argument("--database-url", default=None,
@@ -204,6 +237,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="write recorded outcomes as a training file for `xiaobao train --data`")
     p.add_argument("--out", required=True, help=".csv, .jsonl or .xlsx")
     p.set_defaults(func=cmd_export_labels)
+
+    p = sub.add_parser("routing", help="the routing file of 投诉风险提示函")
+    rsub = p.add_subparsers(dest="routing_cmd", required=True)
+    r = rsub.add_parser("check", help="validate a routing file as serve would; with request fields, "
+                                      "print the department a request would be routed to")
+    r.add_argument("--file", default=None, help="default: $XIAOBAO_ROUTING_FILE or the shipped file")
+    for name in ("category", "cause", "channel", "branch"):
+        r.add_argument(f"--{name}", default=None)
+    r.set_defaults(func=cmd_routing)
 
     digest_cli.register(sub, dbopt)
     delivery_cli.register(sub, dbopt)

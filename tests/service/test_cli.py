@@ -160,3 +160,22 @@ def test_serve_starts_the_service(trained_registry, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_routing_check_validates_the_file_and_shows_where_a_request_goes(capsys, tmp_path):
+    code, out, err = run(capsys, "routing", "check", "--category", "信用卡", "--cause", "定价收费", "--channel", "电话客服")
+    assert code == 0, err
+    assert "valid" in out and "→ 信用卡中心" in out
+    code, out, err = run(capsys, "routing", "check", "--cause", "消费者信息安全", "--category", "信用卡")
+    assert "→ 信息科技部" in out  # the cause rule comes before the category rules
+
+    mine = tmp_path / "routing.yaml"
+    shipped = (Path(__file__).resolve().parents[2] / "service" / "resources" / "routing.yaml").read_text("utf-8")
+    mine.write_text(shipped.replace("department: 信用卡中心", "department: 信用卡中"), encoding="utf-8")
+    code, out, err = run(capsys, "routing", "check", "--file", mine)
+    assert code == 2 and "信用卡中" in err and len(err.strip().splitlines()) == 1
+
+
+def test_routing_check_refuses_an_unknown_label(capsys):
+    code, out, err = run(capsys, "routing", "check", "--cause", "收费")
+    assert code == 2 and "'收费' is not a known cause" in err and not out
