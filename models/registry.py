@@ -1,6 +1,6 @@
 """Where trained versions live, which one is the champion, and how a version is loaded safely.
 
-Layout: <root>/versions/<id>/{bundle.joblib, card.json, validation.parquet} (plus the fine-tuned
+Layout: <root>/versions/<id>/{bundle.joblib, card.json, validation.parquet, trained_on.txt} (plus the fine-tuned
 weights, e.g. finetune.safetensors, for a finetune bundle), and <root>/state.json holding the current
 version and the earlier champions (for rollback). Loading checks the card's sha256 of every file and
 library versions before unpickling, so a corrupt, truncated or incompatible bundle is refused with a
@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +24,12 @@ from typing import Any
 import joblib
 
 from models.bundle import FORMAT_VERSION, ModelBundle
-from models.hashing import sha256_file
+from models.hashing import sha256_file, text_fingerprint
 
 BUNDLE_FILE = "bundle.joblib"
 CARD_FILE = "card.json"
 VALIDATION_FILE = "validation.parquet"
+TRAINED_ON_FILE = "trained_on.txt"  # fingerprints of the training rows' texts, so promotion compares fairly
 DEFAULT_ROOT = Path(__file__).resolve().parent / "registry"
 
 
@@ -239,6 +241,11 @@ class Registry:
             raise ModelLoadError(f"model version {version!r} is ambiguous: {', '.join(matches)}")
         raise ModelLoadError(f"no model version {version!r} in registry {self.root}")
 
+    def trained_on(self, ref: str) -> set[str] | None:
+        """Fingerprints of the texts a version trained on; None for a version saved without them."""
+        path = self.resolve(ref) / TRAINED_ON_FILE
+        return set(path.read_text(encoding="ascii").split()) if path.is_file() else None
+
     def card(self, ref: str) -> dict[str, Any]:
         return read_card(self.resolve(ref))
 
@@ -248,8 +255,10 @@ class Registry:
             smoke_test(bundle)
         return bundle
 
-    def save(self, bundle: ModelBundle, card: dict[str, Any], validation=None) -> str:
-        """Write a new version; returns its id. The card gets the bundle's hash and environment."""
+    def save(self, bundle: ModelBundle, card: dict[str, Any], validation=None,
+             trained_on: Iterable[str] | None = None) -> str:
+        """Write a new version; returns its id. The card gets the bundle's hash and environment;
+        `trained_on` (the training texts, as masked) is kept as fingerprints only."""
         created = datetime.now(UTC)
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = created.strftime("%Y%m%d-%H%M%S")
@@ -264,6 +273,9 @@ class Registry:
         joblib.dump(bundle, tmp / BUNDLE_FILE, compress=3)
         if validation is not None:
             validation.to_parquet(tmp / VALIDATION_FILE, index=False)
+        if trained_on is not None:
+            prints = sorted({text_fingerprint(t) for t in trained_on})
+            (tmp / TRAINED_ON_FILE).write_text("".join(f"{p}\n" for p in prints), encoding="ascii")
         card = {
             "version": version,
             "created_at": created.isoformat(timespec="seconds"),

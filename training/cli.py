@@ -148,7 +148,7 @@ def _print(obj: dict[str, Any]) -> None:
 
 
 def cmd_train(args) -> None:
-    from training.pipeline import promote, train
+    from training.pipeline import PromotionRefused, promote, train
 
     columns = columns_from(args)
     if args.test_from and not columns.time:
@@ -161,7 +161,12 @@ def cmd_train(args) -> None:
     out: dict[str, Any] = {"version": result.version, "seconds": round(result.seconds, 1),
                            "validation": result.metrics}
     if args.promote:
-        out["promotion"] = promote(registry, result.version, force=args.force)
+        try:
+            out["promotion"] = promote(registry, result.version, force=args.force)
+        except PromotionRefused as exc:  # the version stays registered: say which one, then refuse
+            out["promotion"] = {"version": result.version, "promoted": False, "refused": str(exc)}
+            _print(out)
+            raise
     _print(out)
 
 

@@ -12,7 +12,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from models.bundle import ModelBundle
 from models.features import NgramCounter
-from models.hashing import sha256_file
+from models.hashing import sha256_file, text_fingerprint
 from models.registry import VALIDATION_FILE, ModelLoadError, Registry
 from models.text import Segmenter, clean
 from training.data import DataError, Dataset, labelled
@@ -147,7 +147,7 @@ def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: f
     for key in ("encoder", "finetune"):  # the base encoder referenced; the fine-tuning run's record
         if key in bundle.meta:
             card[key] = bundle.meta[key]
-    version = registry.save(bundle, card, validation=storable(valid_ds.frame))
+    version = registry.save(bundle, card, validation=storable(valid_ds.frame), trained_on=train_ds.texts)
     return TrainResult(version, metrics, seconds)
 
 
@@ -202,8 +202,12 @@ class PromotionRefused(Exception):
     pass
 
 
+MIN_COMPARISON_ROWS = 30
+
+
 def promote(registry: Registry, version: str, *, data: Dataset | None = None, force: bool = False) -> dict[str, Any]:
-    """Make `version` the champion unless it scores worse than the champion on the same data."""
+    """Make `version` the champion unless it scores worse than the champion on the same data: `data`, or
+    else the challenger's validation rows that the champion did not train on either."""
     challenger_dir = registry.resolve(version)
     version = challenger_dir.name
     champion = registry.current()
@@ -223,6 +227,18 @@ def promote(registry: Registry, version: str, *, data: Dataset | None = None, fo
         if multilabel:
             frame["category"] = frame["category"].map(lambda v: None if v is None else list(v))
         data = Dataset(frame, f"{version}/{VALIDATION_FILE}", heads, features, {}, bool(multilabel))
+        seen = registry.trained_on(champion)
+        if seen is not None:  # rows the champion trained on would favour it: compare on the others
+            fresh = np.array([text_fingerprint(t) not in seen for t in frame["text"]], dtype=bool)
+            if fresh.sum() < MIN_COMPARISON_ROWS:
+                raise DataError(
+                    f"only {int(fresh.sum())} of {version}'s {len(frame)} validation rows were not in champion "
+                    f"{champion}'s training data, too few to compare them; pass --data FILE with rows "
+                    "neither trained on")
+            if not fresh.all():
+                result["left_out"] = {"rows": int((~fresh).sum()), "why": "in the champion's training data"}
+                data = data.subset(np.flatnonzero(fresh))
+                data.source = f"{version}/{VALIDATION_FILE} ({len(data)} rows the champion did not train on)"
     scores = {}
     challenger: ModelBundle = registry.load(version)
     scores[version] = primary_score(metrics_from_predictions(data, predict_dataset(challenger, data)))

@@ -1,7 +1,8 @@
 """Entry point of the `xiaobao` console script.
 
-Errors the user can act on (bad data, a refused model, a bad option) end in one line on stderr and
-exit status 2; set XIAOBAO_DEBUG=1 to see the traceback of anything else.
+Errors the user can act on (bad data, an unloadable model, a bad option) end in one line on stderr and
+exit status 2; a promotion refused because the challenger scores worse, in status 3; set XIAOBAO_DEBUG=1
+to see the traceback of anything else.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (*training_cli.KNOWN_ERRORS, *service_cli.KNOWN_ERRORS, ModelLoadError, PromotionRefused) as exc:
+    except PromotionRefused as exc:  # not an error in the input: scripts tell it apart by the status
+        print(f"xiaobao {args.command}: {exc}", file=sys.stderr)
+        return 3
+    except (*training_cli.KNOWN_ERRORS, *service_cli.KNOWN_ERRORS, ModelLoadError) as exc:
         print(f"xiaobao {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

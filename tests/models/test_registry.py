@@ -4,7 +4,7 @@ import joblib
 import pytest
 
 from models.registry import BUNDLE_FILE, CARD_FILE, ModelLoadError, Registry
-from training.data import load_dataset
+from training.data import DataError, load_dataset
 from training.fit import TrainParams
 from training.pipeline import PromotionRefused, promote, train
 
@@ -134,3 +134,42 @@ def test_promote_refuses_a_worse_challenger_and_rollback_restores(tmp_path, smal
 def test_version_prefix_resolves(registry_with_version):
     registry, version = registry_with_version
     assert registry.resolve(version[:15]).name == version
+
+
+def test_promotion_compares_on_rows_neither_model_trained_on(tmp_path, small_data):
+    """A challenger trained on more data has another validation split; its rows that the champion
+    trained on are left out of the comparison, which they would tilt towards the champion."""
+    import pandas as pd
+
+    frame = pd.read_csv(small_data)
+    first, everything = tmp_path / "first.csv", tmp_path / "everything.csv"
+    frame.iloc[:300].to_csv(first, index=False)
+    frame.to_csv(everything, index=False)
+    registry = Registry(tmp_path / "reg")
+    champion = train(load_dataset(first), TrainParams(), registry).version
+    promote(registry, champion)
+    assert len(registry.trained_on(champion)) == 240
+
+    challenger = train(load_dataset(everything), TrainParams(), registry).version
+    result = promote(registry, challenger, force=True)
+    left_out = result["left_out"]["rows"]
+    assert 0 < left_out < 120
+    assert f"{120 - left_out} rows the champion did not train on" in result["evaluated_on"]
+
+    registry.rollback()
+    again = train(load_dataset(first), TrainParams(), registry).version  # the champion's own split
+    assert "left_out" not in promote(registry, again)
+
+
+def test_promotion_with_too_few_fair_rows_asks_for_data(tmp_path, small_data):
+    import pandas as pd
+
+    reordered = tmp_path / "reordered.csv"
+    pd.read_csv(small_data).iloc[:200].sample(frac=1.0, random_state=7).to_csv(reordered, index=False)
+    registry = Registry(tmp_path / "reg")
+    champion = train(load_dataset(small_data), TrainParams(), registry).version
+    promote(registry, champion)
+    challenger = train(load_dataset(reordered), TrainParams(), registry).version
+    with pytest.raises(DataError, match="too few to compare them; pass --data FILE"):
+        promote(registry, challenger)
+    assert registry.current() == champion
