@@ -24,6 +24,7 @@ from typing import Any
 import joblib
 
 from models.bundle import FORMAT_VERSION, ModelBundle
+from models.errors import ModelLoadError
 from models.hashing import sha256_file, text_fingerprint
 
 BUNDLE_FILE = "bundle.joblib"
@@ -31,10 +32,6 @@ CARD_FILE = "card.json"
 VALIDATION_FILE = "validation.parquet"
 TRAINED_ON_FILE = "trained_on.txt"  # fingerprints of the training rows' texts, so promotion compares fairly
 DEFAULT_ROOT = Path(__file__).resolve().parent / "registry"
-
-
-class ModelLoadError(Exception):
-    """A model version cannot be found, read or trusted; the message says why."""
 
 
 def library_versions() -> dict[str, str]:

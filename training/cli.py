@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from models.bundle import PredictConfig
-from models.registry import Registry
-from training.data import Columns, DataError, load_dataset
-from training.fit import BACKENDS, FinetuneParams, TrainParams
+from training.base import BACKENDS, DataError
+
+if TYPE_CHECKING:  # imported when a command runs: `xiaobao keys list` should not wait for scikit-learn
+    from models.registry import Registry
+    from training.data import Columns
+    from training.fit import TrainParams
 
 
 class CliError(Exception):
@@ -58,6 +60,8 @@ def column_options() -> argparse.ArgumentParser:
 
 def columns_from(args: argparse.Namespace) -> Columns:
     """Options left at None fall back to the demo corpus's columns; named ones must exist."""
+    from training.data import Columns
+
     defaults = Columns()
     named = {"category": args.category_col, "cause": args.cause_col, "risk": args.risk_col,
              "features": args.feature_cols}
@@ -77,6 +81,9 @@ def columns_from(args: argparse.Namespace) -> Columns:
 
 
 def train_params(args: argparse.Namespace) -> TrainParams:
+    from models.bundle import PredictConfig
+    from training.fit import FinetuneParams, TrainParams
+
     ft = FinetuneParams()
     finetune = FinetuneParams(
         max_length=args.ft_max_length or ft.max_length, batch_size=args.ft_batch_size or ft.batch_size,
@@ -132,10 +139,14 @@ def model_options() -> argparse.ArgumentParser:
 
 
 def _registry(args) -> Registry:
+    from models.registry import Registry
+
     return Registry(Path(args.registry)) if getattr(args, "registry", None) else Registry()
 
 
 def _load(args, columns: Columns, *, for_training: bool):
+    from training.data import load_dataset
+
     ds = load_dataset(args.data, columns, for_training=for_training)
     summary = ds.skipped_summary()
     if summary:
@@ -228,6 +239,8 @@ def cmd_predict(args) -> None:
         return
     if not args.data:
         raise CliError("give --text or --data")
+    from training.data import load_dataset
+
     columns = columns_from(args)
     ds = load_dataset(args.data, columns, for_training=False)
     fields = ds.frame[ds.features] if ds.features else None

@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.base import DataError
+
 READERS = (".csv", ".jsonl", ".xlsx", ".parquet")
 RISK_TRUE = {"1", "1.0", "true", "yes", "y", "是", "t"}
 RISK_FALSE = {"0", "0.0", "false", "no", "n", "否", "f"}
-
-
-class DataError(Exception):
-    """Bad input data; str() is the one-line message shown to the user."""
 
 
 @dataclass

@@ -20,10 +20,10 @@ from models.heads import (
     stratified_folds,
 )
 from models.text import Segmenter, clean
+from training.base import BACKENDS
 from training.data import Dataset, labelled
 
 Progress = Callable[[str, int, int], None]
-BACKENDS = ("linear", "hybrid", "finetune")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from models.features import NgramCounter
 from models.hashing import sha256_file, text_fingerprint
 from models.registry import VALIDATION_FILE, ModelLoadError, Registry
 from models.text import Segmenter, clean
+from training.base import PromotionRefused
 from training.data import DataError, Dataset, labelled
 from training.evaluate import metrics_from_predictions, predict_dataset, primary_score
 from training.fit import (
@@ -196,10 +197,6 @@ def cross_validate(ds: Dataset, params: TrainParams, *, folds: int = 5, test_fro
             metrics[head]["per_fold"] = per_fold
             metrics[head]["fold_mean"] = round(float(np.mean(per_fold)), 4)
     return metrics
-
-
-class PromotionRefused(Exception):
-    pass
 
 
 MIN_COMPARISON_ROWS = 30

@@ -12,10 +12,10 @@ import os
 import sys
 
 from models.encoder import cli as encoder_cli
-from models.registry import ModelLoadError
+from models.errors import ModelLoadError
 from service import cli as service_cli
 from training import cli as training_cli
-from training.pipeline import PromotionRefused
+from training.base import PromotionRefused
 
 
 def build_parser() -> argparse.ArgumentParser:

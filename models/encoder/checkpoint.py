@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from models.registry import ModelLoadError
+from models.errors import ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENCODER_DIR = ROOT / "models" / "encoder_e5"
