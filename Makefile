@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORPUS := data/demo/demo_corpus.csv
 REGISTRY := models/registry
 
-.PHONY: install fonts corpus train model run test lint bench proof clean
+.PHONY: install fonts corpus train model run test lint notebooks bench proof clean
 
 install: $(STAMP) fonts
 
@@ -84,6 +84,11 @@ lint: $(STAMP)
 
 test: $(STAMP) $(CORPUS) fonts lint
 	$(VENV)/bin/pytest -q
+
+# The three notebooks, executed with their outputs into test-artifacts/notebooks/ (about 1.5 minutes on
+# 2 cores; make test runs them too, through tests/notebooks).
+notebooks: $(STAMP) $(CORPUS) model fonts
+	$(PY) notebooks/execute.py
 
 bench: $(STAMP) $(CORPUS) encoder
 	$(PY) -m bench.run_all
