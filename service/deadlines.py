@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 RESPONSE_PERIODS = (15, 30, 60)
+DUE_SOON_DAYS = 3  # "due soon" in the digest and the console: a response deadline within three days
 
 
 class WorkCalendar:

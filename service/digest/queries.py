@@ -14,13 +14,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from service.digest.weeks import Week, end_of_day, response_due
+from service.deadlines import DUE_SOON_DAYS, RESPONSE_PERIODS, end_of_day, response_due
+from service.digest.weeks import Week
 from service.tables import Alert, Complaint, Letter, LetterItem, OutboxMessage, UTCDateTime
 
 UNCLASSIFIED = "未分类"
 HIGH = "高"
-DEADLINES = (15, 30, 60)  # 《银行业保险业消费投诉处理管理办法》: 15 days, extensible to 30, at most 60
-DUE_SOON_DAYS = 3
 LIST_LIMIT = 50
 EXCERPT_CHARS = 60
 
@@ -227,10 +226,10 @@ def handling(session: Session, week: Week) -> dict[str, Any]:
     due_n, due_in_time = session.execute(select(func.count(), _count_if(in_time)).where(due)).one()
     open_now = and_(Complaint.received_at < end, _open_at(end))
     open_total, over15, over30, over60 = session.execute(
-        select(func.count(), *[_count_if(Complaint.received_at < _deadline_cut(week, n)) for n in DEADLINES])
+        select(func.count(), *[_count_if(Complaint.received_at < _deadline_cut(week, n)) for n in RESPONSE_PERIODS])
         .where(open_now)).one()
     deadline = case(*[(_within(Complaint.received_at, _deadline_cut(week, n), _deadline_cut(week, n, DUE_SOON_DAYS)),
-                       n) for n in DEADLINES], else_=None)
+                       n) for n in RESPONSE_PERIODS], else_=None)
     soon_rows = session.execute(
         select(Complaint.id, Complaint.external_id, Complaint.branch, Complaint.category, Complaint.received_at,
                deadline.label("deadline_days"), _excerpt().label("excerpt"))

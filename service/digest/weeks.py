@@ -58,17 +58,6 @@ class Week:
         return self.label
 
 
-def end_of_day(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant after local `day`, as UTC: a deadline "by the end of the day" is before this.
-    The same rule as the letters' deadlines (service.deadlines; a test keeps the two in step)."""
-    return datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
-
-
-def response_due(received_at: datetime, days: int, zone: ZoneInfo) -> datetime:
-    """The end of the `days`-th day after the local day of receipt (15/30/60-day rule)."""
-    return end_of_day(received_at.astimezone(zone).date() + timedelta(days=days), zone)
-
-
 def weeks_in_year(year: int) -> int:
     return date(year, 12, 28).isocalendar()[1]  # 28 December always lies in the year's last ISO week
 

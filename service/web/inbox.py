@@ -18,18 +18,17 @@ from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, sel
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.deadlines import end_of_day
+from service.deadlines import DUE_SOON_DAYS, end_of_day
 from service.letters import Access
+from service.settings import RISK_LEVELS
 from service.tables import Alert, Complaint, Letter, LetterItem
 
 PAGE_SIZE = 20
-DUE_SOON_DAYS = 3  # as the digest's "due soon": a response deadline within the next three days
 # The acknowledgement window is itself only two working days: "soon" there means the last day.
 ACK_SOON_DAYS = 1
 LETTER_STATUSES = {"issued": "待签收", "acknowledged": "处理中", "resolved": "已办结", "overdue": "已逾期",
                    "due_soon": f"{DUE_SOON_DAYS}日内到期"}
 ALERT_STATUSES = {"open": "待处理", "silenced": "已静默", "resolved": "已解决", "lapsed": "已过期"}
-RISK_LEVELS = ("高", "中", "低")
 LETTER_SORTS = {"issued": "发函时间", "response_due": "反馈期限", "ack_due": "签收期限", "risk": "风险等级",
                 "number": "文号"}
 ALERT_SORTS = {"opened": "预警时间", "last_seen": "最近来访", "risk": "风险等级", "occurrences": "来访次数"}

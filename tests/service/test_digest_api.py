@@ -285,15 +285,6 @@ def test_cli_render_and_send(capsys, tmp_path, db, settings):
     assert main(["digest", "render", "--week", "2026-W20", "--format", "xlsx", "--database-url", url]) == 2
 
 
-def test_digest_deadlines_follow_the_letters_rule():
-    from service import deadlines
-    from service.digest import weeks
-
-    for received in ("2026-05-01 08:00", "2026-05-01 23:59", "2026-05-02 00:00", "2026-03-28 12:00"):
-        for days in (15, 30, 60):
-            assert weeks.response_due(at(received), days, ZONE) == deadlines.response_due(at(received), days, ZONE)
-
-
 def test_reference_comes_from_the_served_model(holder):
     ref = digest_service.reference_of(holder)
     assert ref.version == holder.version and len(ref.histogram) == 10
