@@ -13,9 +13,10 @@ Blocks of any other language (text, json, yaml, csv) are synopses and are not ru
 fresh shell (`set -euo pipefail`), in a working folder laid out like a clone: Makefile, pyproject.toml,
 .venv and the packages are links to this checkout, `data/demo/demo_corpus.csv` is a 600-row sample of
 the demo corpus (so training and cross-validation take seconds), and the registry starts empty, as in a
-clone (`make run` trains the default model). Three things differ from a reader's machine, always in the same way: the service's port
-8000 and the receiver's port 9000 become free ones, and `models/encoder_e5` (the real e5, `make encoder`)
-becomes the tiny test encoder.
+clone (`make run` trains the default model). Four substitutions, always the same, are all
+that differs from a reader's machine: the service's port 8000 and the receiver's port 9000 become free ones,
+`models/encoder_e5` (the real e5, `make encoder`) becomes the tiny test encoder, and `../shared/data` is
+the checkout's.
 """
 
 from __future__ import annotations
