@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from bench.baseline import plain_pipeline
 from bench.common import RESULTS, ROOT, shared, write_result
+from models.bundle import PredictConfig
 from models.registry import Registry
 from training.data import Columns, load_dataset
 from training.evaluate import evaluate, expected_calibration_error
@@ -101,22 +102,35 @@ def car() -> dict[str, Any] | None:
             "subset_accuracy": c["subset_accuracy"], "per_class": c["per_class"]}
 
 
+def _head_figures(m: dict[str, Any]) -> dict[str, Any]:
+    risk = m["risk"]
+    return {"category_macro_f1": m["category"]["macro_f1"], "cause_macro_f1": m["cause"]["macro_f1"],
+            "risk_roc_auc": risk["roc_auc"], "risk_pr_auc": risk["pr_auc"], "risk_ece": risk["ece"],
+            "risk_log_loss": risk["log_loss"], "risk_levels": risk["levels"]}
+
+
 def bank_dev() -> dict[str, Any] | None:
+    """The default model (as `make train` makes it) on requests by other writers, beside its validation
+    split and its held-out-writer cross-fit; the baseline is the same training with 高 chosen the old
+    way (half the validation disputes), so the gain at 高 is measured in the same run."""
     path = shared("bank_dev/bank_requests_dev.csv")
     if path is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        registry = Registry(Path(tmp))
-        result = train(load_dataset(ROOT / "data/demo/demo_corpus.csv"), TrainParams(), registry)
-        m = evaluate(registry.load(result.version), load_dataset(path, for_training=False))
-    return {"protocol": "default model trained on the demo corpus (80/20 split), evaluated on all 200 rows",
-            "demo_validation": {"category_macro_f1": result.metrics["category"]["macro_f1"],
-                                "cause_macro_f1": result.metrics["cause"]["macro_f1"],
-                                "risk_roc_auc": result.metrics["risk"]["roc_auc"],
-                                "risk_ece": result.metrics["risk"]["ece"]},
-            "bank_dev": {"category_macro_f1": m["category"]["macro_f1"], "cause_macro_f1": m["cause"]["macro_f1"],
-                         "risk_roc_auc": m["risk"]["roc_auc"], "risk_pr_auc": m["risk"]["pr_auc"],
-                         "risk_ece": m["risk"]["ece"]}}
+    corpus = ROOT / "data/demo/demo_corpus.csv"
+    dev = load_dataset(path, for_training=False)
+    out: dict[str, Any] = {"protocol": "default model trained on the demo corpus (80/20 split; thresholds and "
+                                       "calibration from writer batches held out), evaluated on all 200 rows"}
+    for name, params in (("default", TrainParams()),
+                         ("baseline", TrainParams(predict=PredictConfig(high_precision=None, high_recall=0.5)))):
+        with tempfile.TemporaryDirectory() as tmp:
+            registry = Registry(Path(tmp))
+            result = train(load_dataset(corpus), params, registry)
+            card = registry.card(result.version)
+            m = evaluate(registry.load(result.version), dev)
+        out[name] = {"thresholds": card["risk_thresholds"], "demo_validation": _head_figures(result.metrics),
+                     "cross_fit": {k: card["metrics"]["cross_fit"][k] for k in ("roc_auc", "ece", "log_loss", "levels")},
+                     "bank_dev": _head_figures(m)}
+    return out
 
 
 def main() -> dict[str, Any]:

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.special import expit
 
+from models.explain import phrases_from_char_scores, word_units_fn
 from models.features import BlockTfidf, NgramCounter, StructuredEncoder
 from models.heads import HybridTextClassifier, LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
 from models.text import clean
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 PARALLEL_MIN_TEXTS = 2000  # below this, starting worker processes costs more than it saves
 TEXT_HEADS = ("category", "cause")
 RISK_LEVELS = ("高", "中", "低")
@@ -32,7 +34,10 @@ class PredictConfig:
     top_k: int = 3
     review_threshold: float = 0.5  # below this top-1 probability a category/cause needs a human
     n_phrases: int = 5
-    high_recall: float = 0.5  # 高: the score above which half of the disputes lie (validation data)
+    # 高: the lowest score at which at least this share of alerts became disputes on writers the model
+    # never saw (a letter a department must act on should usually be right); None: use high_recall.
+    high_precision: float | None = 0.85
+    high_recall: float = 0.5  # 高 when high_precision is None: the score above which half of the disputes lie
     medium_recall: float = 0.85  # 中: the score above which 85% of the disputes lie
 
 
@@ -51,6 +56,9 @@ class ModelBundle:
     # The finetune backend's network (models.finetune.FineTunedModel); its weights are a file beside
     # the bundle (`weight_files`), written and verified by the registry.
     finetuned: Any = None
+    # A map of the risk head's probability refitted on the bank's own outcomes (`xiaobao recalibrate`):
+    # p → sigmoid(a · logit(p) + b). None: the head's own calibration stands.
+    risk_calibration: dict[str, float] | None = None
 
     # --- features ------------------------------------------------------------------------------
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
@@ -85,6 +93,14 @@ class ModelBundle:
             self.finetuned.load_weights(folder)
 
     # --- prediction ----------------------------------------------------------------------------
+    def calibrated_risk(self, scores: np.ndarray) -> np.ndarray:
+        """The risk head's probabilities through the recalibration, where the bundle has one."""
+        cal = self.risk_calibration
+        if not cal:
+            return scores
+        p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+        return expit(cal["a"] * np.log(p / (1 - p)) + cal["b"])
+
     def risk_level(self, score: float) -> str:
         if score >= self.risk_thresholds.get("高", math.inf):
             return "高"
@@ -155,7 +171,7 @@ class ModelBundle:
         risk = self.heads.get("risk")
         if risk is not None:
             S = self.structured_features(fields, n)
-            scores = risk.risk_score(X, S, E)
+            scores = self.calibrated_risk(risk.risk_score(X, S, E))
             for i in range(n):
                 s = float(scores[i])
                 out[i]["risk"] = {"score": round(s, 4), "level": self.risk_level(s)}
@@ -167,37 +183,15 @@ class ModelBundle:
         return out
 
     def _explain(self, texts, X, out, explained) -> None:
+        units = word_units_fn(self.counter._seg().engine)
         for i, text in enumerate(texts):
-            phrases, cols = self.counter.phrases(text)
             row = X.getrow(i)
+            words = units(text)
             for name, head in self.heads.items():
-                if name == "risk":
-                    idx, contrib = head.contributions(row)
-                else:
-                    idx, contrib = head.contributions(row, explained[name][i])
-                out[i][name]["phrases"] = _top_phrases(phrases, cols, idx, contrib, self.config.n_phrases)
-
-
-def _top_phrases(phrases: list[str], cols: np.ndarray, idx: np.ndarray, contrib: np.ndarray,
-                 n: int) -> list[dict[str, float]]:
-    """The phrases of the text whose features pushed hardest towards the decision."""
-    weight_of = dict(zip(idx.tolist(), contrib.tolist(), strict=True))
-    by_phrase: dict[str, float] = {}
-    for phrase, col in zip(phrases, cols.tolist(), strict=True):
-        w = weight_of.get(col, 0.0)
-        if w <= 0:
-            continue
-        if len(phrase) < 2 or not any(ch.isalpha() for ch in phrase):
-            continue  # single characters and bare digits ("00") explain nothing to a reader
-        by_phrase[phrase] = max(by_phrase.get(phrase, 0.0), w)
-    chosen: list[tuple[str, float]] = []
-    for phrase, w in sorted(by_phrase.items(), key=lambda kv: -kv[1]):
-        if any(phrase in c or c in phrase for c, _ in chosen):
-            continue
-        chosen.append((phrase, w))
-        if len(chosen) == n:
-            break
-    return [{"phrase": p, "weight": round(w, 4)} for p, w in chosen]
+                idx, contrib = head.contributions(row) if name == "risk" else \
+                    head.contributions(row, explained[name][i])
+                chars = self.counter.attribute(text, idx, contrib)
+                out[i][name]["phrases"] = phrases_from_char_scores(text, words, chars, self.config.n_phrases)
 
 
 def new_bundle(*, counter: NgramCounter | None = None, config: PredictConfig | None = None) -> ModelBundle:

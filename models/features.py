@@ -102,19 +102,49 @@ class NgramCounter(BaseEstimator, TransformerMixin):
         m.sum_duplicates()  # repeated terms become counts
         return m
 
-    def phrases(self, text: str) -> tuple[list[str], np.ndarray]:
-        """Every term of one text as readable phrases, with its column in the stacked feature space
-        (char block after the word block): what explanations map weights back to."""
-        words, chars = self._parts(text)
-        phrases = list(words)
-        if self.word_ngrams >= 2:
-            phrases += [a + b if _is_cjk(a + b) else f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
-        char_cols = self._char_columns(chars)
+    def attribute(self, text: str, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """One score per character of `text`: each feature column's value (a contribution to a
+        decision) spread evenly over the characters its occurrences in the text cover, a column seen
+        k times giving each occurrence 1/k. Columns index the stacked space (char block after the word
+        block), as `transform`'s blocks side by side do. models/explain.py turns this into phrases."""
+        seg = self._seg()
+        prepared = seg.prepare(text)
+        # Where each character of `prepared` comes from in `text` (NFKC may expand one character).
+        origin = np.arange(len(text)) if len(prepared) == len(text) else np.array(
+            [i for i, ch in enumerate(text) for _ in seg.prepare(ch)], dtype=np.int64)
+        scores = np.zeros(len(text), dtype=np.float64)
+        if len(origin) != len(prepared) or len(columns) == 0:
+            return scores
+        spans = seg.spans_prepared(prepared)
+        kept = [i for i, ch in enumerate(prepared) if not _NON_WORD.fullmatch(ch)]  # positions of `chars`
+        occurrences: list[tuple[np.ndarray, np.ndarray]] = []  # (columns, character positions per occurrence)
+        if spans:
+            word_cols = self._word_columns([w for w, _, _ in spans]).astype(np.int64)
+            ranges = [np.arange(a, b) for _, a, b in spans]
+            if self.word_ngrams >= 2:
+                ranges += [np.concatenate([ranges[k], ranges[k + 1]]) for k in range(len(spans) - 1)]
+            occurrences += [(np.array([c]), r) for c, r in zip(word_cols.tolist(), ranges, strict=True)]
+        char_cols = self._char_columns("".join(prepared[i] for i in kept)).astype(np.int64) + self.n_features
         lo, hi = self.char_ngrams
-        phrases += [chars[i:i + n] for n in range(lo, hi + 1) for i in range(len(chars) - n + 1)]
-        cols = np.concatenate([self._word_columns(words).astype(np.int64),
-                               char_cols.astype(np.int64) + self.n_features])
-        return phrases, cols
+        pos = np.asarray(kept, dtype=np.int64)
+        start = 0
+        for n in range(lo, hi + 1):
+            m = len(kept) - n + 1
+            if m <= 0:
+                break
+            occurrences.append((char_cols[start:start + m], pos[np.arange(m)[:, None] + np.arange(n)]))
+            start += m
+        all_cols = np.concatenate([c for c, _ in occurrences])
+        seen, counts = np.unique(all_cols, return_counts=True)
+        value = dict(zip(np.asarray(columns).tolist(), np.asarray(values, dtype=np.float64).tolist(), strict=True))
+        per_occurrence = {c: value.get(c, 0.0) / k for c, k in zip(seen.tolist(), counts.tolist(), strict=True)}
+        on_prepared = np.zeros(len(prepared), dtype=np.float64)
+        for cols, where in occurrences:
+            v = np.array([per_occurrence[c] for c in cols.tolist()])
+            where = where.reshape(len(cols), -1)
+            np.add.at(on_prepared, where.ravel(), np.repeat(v / where.shape[1], where.shape[1]))
+        np.add.at(scores, origin, on_prepared)
+        return scores
 
 
 class BlockTfidf(BaseEstimator, TransformerMixin):
@@ -164,6 +194,7 @@ class StructuredEncoder(BaseEstimator, TransformerMixin):
         self.feature_names_ = [f"{c}:log1p" for c in self.numeric] + [f"{c}:missing" for c in self.numeric]
         n_num = len(self.numeric)
         self.groups_ = {c: [j, n_num + j] for j, c in enumerate(self.numeric)}
+        self.missing_flags_ = {c: n_num + j for j, c in enumerate(self.numeric)}
         for col in self.categorical:
             start = len(self.feature_names_)
             self.feature_names_ += [f"{col}={v}" for v in self.levels_[col]] + [f"{col}=<其他>"]

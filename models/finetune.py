@@ -11,8 +11,6 @@ mapped onto the text's words and merged into phrases.
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,14 +24,13 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, softmax
 from torch import nn
 
+from models.explain import phrases_from_tokens, word_units_fn
 from models.hashing import sha256_file
 from models.registry import ModelLoadError
 
 WEIGHTS_FILE = "finetune.safetensors"
 TEXT_TASKS = ("category", "cause")
 PREDICT_BATCH = 32
-MAX_PHRASE_WORDS = 3
-MAX_PHRASE_CHARS = 16
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -321,7 +318,7 @@ class FineTunedModel:
                 out[i][name] = result
         risk = bundle.heads.get("risk")
         if risk is not None:
-            scores = expit(logits["risk"] * risk.temperature_)
+            scores = bundle.calibrated_risk(expit(logits["risk"] * risk.temperature_))
             for i in range(n):
                 s = float(scores[i])
                 out[i]["risk"] = {"score": round(s, 4), "level": bundle.risk_level(s)}
@@ -329,7 +326,7 @@ class FineTunedModel:
             out[i]["needs_review"] = bool(reasons[i])
             out[i]["review_reasons"] = reasons[i]
         if attributions is not None:
-            segment = _word_spans_fn()
+            segment = word_units_fn()
             prefix = len(self.base.prefix)
             for i, text in enumerate(texts):
                 units = segment(text)
@@ -369,83 +366,3 @@ def _pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.T
 
 
 
-# --- explanations: token attributions → words → phrases -------------------------------------------
-_MASKED = re.compile(r"[\w.@-]*\*{2,}[\w.@-]*")  # identifiers masked by clean(): never a phrase
-_DIGITS = re.compile(r"[\d.,%]+$")
-
-
-def _word_spans_fn():
-    """Cuts a text into (start, end, kind) units, kind 'word', 'glue' (space, stop word, number; may sit
-    inside a phrase) or 'break' (punctuation, masked identifiers)."""
-    from models.text import Segmenter, _engine
-
-    seg = Segmenter()
-    cut = _engine(seg.engine, seg.userdict)
-
-    def units(text: str) -> list[tuple[int, int, str]]:
-        pieces = cut(text)
-        if "".join(pieces) != text:  # the segmenter changed the text: fall back to characters
-            pieces = list(text)
-        masked = np.zeros(len(text) + 1, dtype=bool)
-        for m in _MASKED.finditer(text):
-            masked[m.start():m.end()] = True
-        out, pos = [], 0
-        for piece in pieces:
-            start, end = pos, pos + len(piece)
-            pos = end
-            low = seg.prepare(piece).strip()
-            if masked[start:end].any() or (low and re.fullmatch(r"[\W_]+", low)):
-                kind = "break"
-            elif not low or low in seg.stopwords or _DIGITS.match(low):
-                kind = "glue"
-            else:
-                kind = "word"
-            out.append((start, end, kind))
-        return out
-    return units
-
-
-def phrases_from_tokens(text: str, units: list[tuple[int, int, str]], scores: np.ndarray,
-                        spans: Sequence[tuple[int, int]], prefix: int, n: int) -> list[dict[str, float]]:
-    """Phrases of `text` that pushed hardest towards the decision.
-
-    Token scores are spread evenly over their characters (spans are offsets into prefix + text);
-    words sum their characters; phrases are runs of up to three positive words (spaces and stop words
-    may sit between them), single characters left out. Weights are shares of the total |attribution|.
-    """
-    chars = np.zeros(len(text), dtype=np.float64)
-    for score, (a, b) in zip(np.asarray(scores, dtype=np.float64), spans, strict=False):
-        a, b = max(a - prefix, 0), min(b - prefix, len(text))
-        if b > a:
-            chars[a:b] += score / (b - a)
-    total = float(np.abs(chars).sum())
-    if total <= 0 or not units:
-        return []
-    word_score = [float(chars[a:b].sum()) for a, b, _ in units]
-    candidates: dict[str, tuple[float, int, int]] = {}  # phrase → (score, start, end) of its best place
-    for i, (a, _, kind) in enumerate(units):
-        if kind != "word" or word_score[i] <= 0:
-            continue
-        words, s = 0, 0.0
-        for j in range(i, len(units)):
-            kind_j = units[j][2]
-            if kind_j == "break" or (kind_j == "word" and word_score[j] <= 0):
-                break
-            s += word_score[j]
-            if kind_j != "word":
-                continue
-            words += 1
-            phrase = text[a:units[j][1]].strip()
-            if len(phrase) > MAX_PHRASE_CHARS or words > MAX_PHRASE_WORDS:
-                break
-            if len(phrase) >= 2 and s > candidates.get(phrase, (-math.inf,))[0]:
-                candidates[phrase] = (s, a, units[j][1])
-    chosen: list[tuple[str, float, int, int]] = []
-    for phrase, (w, a, b) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
-        # Overlapping runs say the same thing twice: keep the stronger.
-        if any(phrase in c or c in phrase or (a < cb and ca < b) for c, _, ca, cb in chosen):
-            continue
-        chosen.append((phrase, w, a, b))
-        if len(chosen) == n:
-            break
-    return [{"phrase": p, "weight": round(w / total, 4)} for p, w, _, _ in chosen]

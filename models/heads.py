@@ -7,6 +7,9 @@ is one sparse product.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import combinations
+
 import numpy as np
 from scipy import sparse
 from scipy.optimize import minimize_scalar
@@ -14,7 +17,7 @@ from scipy.special import expit, log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.svm import LinearSVC
 
 
@@ -74,6 +77,16 @@ def stratified_folds(y: np.ndarray, n_splits: int, random_state: int = 0):
         return KFold(n_splits, shuffle=True, random_state=random_state).split(np.zeros(len(y)))
     return StratifiedKFold(min(n_splits, smallest), shuffle=True, random_state=random_state).split(
         np.zeros(len(y)), y)
+
+
+def batch_folds(y: np.ndarray, n_splits: int, batches: np.ndarray | None = None, random_state: int = 0):
+    """Folds that keep every batch (rows written together, in one voice) on one side, so that each row
+    is scored by a model that never saw its batch's phrasing; stratified folds where the rows carry
+    fewer than three batches."""
+    if batches is None or len(np.unique(batches)) < 3:
+        return stratified_folds(y, n_splits, random_state)
+    k = min(n_splits, len(np.unique(batches)))
+    return StratifiedGroupKFold(k, shuffle=True, random_state=random_state).split(np.zeros(len(y)), y, batches)
 
 
 def sliced_splits(X):
@@ -259,15 +272,61 @@ class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
         return x_row.indices, x_row.data * self.weights_.column_weights(x_row.indices, class_index)
 
 
+MAX_FIELDS_PER_SUBSET = 5  # 2^5 second stages at most; beyond that only the full one and leave-one-outs
+
+
+@dataclass
+class Stack:
+    """One second-stage logistic regression: the text logit and the columns of some fields."""
+
+    columns: np.ndarray  # columns of X_struct it reads
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(cls, text_logit: np.ndarray, X_struct: np.ndarray, y: np.ndarray, columns: list[int],
+            scaled: set[int], C: float) -> Stack:
+        Z = _stack_input(text_logit, X_struct[:, columns])
+        mean, scale = _scaling(Z, columns, scaled)
+        lr = LogisticRegression(C=C, max_iter=2000).fit((Z - mean) / scale, y)
+        return cls(np.asarray(columns, dtype=np.int64), mean, scale, lr.coef_[0].astype(np.float64),
+                   float(lr.intercept_[0]))
+
+    def logit(self, text_logit: np.ndarray, X_struct: np.ndarray) -> np.ndarray:
+        return ((_stack_input(text_logit, X_struct[:, self.columns]) - self.mean) / self.scale) @ self.coef \
+            + self.intercept
+
+
+def _stack_input(text_logit: np.ndarray, X_struct: np.ndarray) -> np.ndarray:
+    return np.column_stack([text_logit, X_struct]) if X_struct.shape[1] else text_logit[:, None]
+
+
+def _scaling(Z: np.ndarray, columns, scaled: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise the text logit and numeric fields; one-hot columns keep their 0/1 scale."""
+    mean, scale = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
+    cols = [0] + [k + 1 for k, j in enumerate(columns) if j in scaled]
+    mean[cols] = Z[:, cols].mean(axis=0)
+    std = Z[:, cols].std(axis=0)
+    scale[cols] = np.where(std > 0, std, 1.0)
+    return mean, scale
+
+
 class RiskClassifier(ClassifierMixin, BaseEstimator):
     """Dispute probability from text and structured fields, by stacking.
 
     A text-only logistic regression is fitted first; its out-of-fold logit joins the structured
     features in a small second logistic regression. Appending sparse one-hot fields to the text
     model directly drowns the weak text signal (CFPB: 0.617 → 0.597 ROC-AUC). Even stacked, a field
-    can hurt on later data, so fields enter one at a time, each only if it raises ROC-AUC on an inner
-    validation split (the latest quarter of the rows when their times are known). The second stage
-    is fitted on out-of-fold scores, so its probabilities are calibrated.
+    can hurt on later data, so fields enter one at a time, each only if it raises ROC-AUC on held-out
+    rows (the latest quarter when the rows' times are known, else the out-of-fold rows). The second
+    stage is fitted on out-of-fold logits, so its probabilities hold on text like the held-out folds':
+    with batch folds (training/fit.py), on writers the text model never saw.
+
+    A request that lacks a field (no repeat count from the upstream system) is scored by a second
+    stage fitted without that field, not as if the field were zero: one second stage per subset of
+    the kept fields.
     """
 
     def __init__(self, C_text: float = 0.3, C_stack: float = 0.3, folds: int = 5, min_gain: float = 0.002,
@@ -279,10 +338,13 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         self.C_embed = C_embed
 
     def fit(self, X_text, X_struct: np.ndarray, y, cv=None, groups: dict[str, list[int]] | None = None,
-            scaled: list[int] | None = None, times: np.ndarray | None = None, E: np.ndarray | None = None):
+            scaled: list[int] | None = None, times: np.ndarray | None = None, E: np.ndarray | None = None,
+            missing_flags: dict[str, int] | None = None):
         """`groups` maps each structured field to its columns of X_struct; `scaled` lists the
-        numeric columns to standardise (one-hot columns stay 0/1); `times` orders the inner split;
-        `E`, frozen encoder embeddings, adds an embedding logit that competes like a field."""
+        numeric columns to standardise (one-hot columns stay 0/1); `missing_flags` the column that
+        says a numeric field is absent (a categorical field is absent when all its columns are 0);
+        `times` orders the field-selection split; `E`, frozen encoder embeddings, adds an embedding
+        logit that competes like a field."""
         y = np.asarray(y).astype(int)
         self.classes_ = np.array([0, 1])
         if len(np.unique(y)) < 2:
@@ -290,15 +352,16 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         oof = np.zeros(len(y))
         oof_embed = np.zeros(len(y))
         coef, intercept = 0.0, 0.0
-        n_folds = 0
+        folds = []
         for tr, te, X_tr, X_te in (cv or sliced_splits(X_text))(y, self.folds):
             lr = LogisticRegression(C=self.C_text, solver="liblinear", dual=True, max_iter=2000).fit(X_tr, y[tr])
             oof[te] = lr.decision_function(X_te)
-            coef, intercept, n_folds = coef + lr.coef_, intercept + lr.intercept_, n_folds + 1
+            coef, intercept = coef + lr.coef_, intercept + lr.intercept_
+            folds.append((tr, te))
             if E is not None:
                 oof_embed[te] = LogisticRegression(C=self.C_embed, max_iter=3000).fit(
                     E[tr], y[tr]).decision_function(E[te])
-        coef, intercept = coef / n_folds, intercept / n_folds
+        coef, intercept = coef / len(folds), intercept / len(folds)
         # The text score served is the fold models' mean logit: its spread on new text matches the
         # out-of-fold logits the stack was fitted on (a model refitted on all rows is more extreme,
         # which made the stacked probabilities overconfident).
@@ -311,52 +374,86 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
             groups[EMBEDDING_FIELD] = [X_struct.shape[1]]
             scaled_set.add(X_struct.shape[1])
             X_struct = np.column_stack([X_struct, oof_embed])
-        kept = self._select_fields(oof, X_struct, y, groups, scaled_set, times)
-        self.used_columns_ = np.array(sorted(j for g in kept for j in groups[g]), dtype=np.int64)
-        Z = self._stack_input(oof, X_struct[:, self.used_columns_])
-        self.struct_mean_, self.struct_scale_ = self._scaling(Z, self.used_columns_, scaled_set)
-        stack = LogisticRegression(C=self.C_stack, max_iter=2000).fit(self._scaled(Z), y)
-        self.stack_coef_ = stack.coef_[0].astype(np.float64)
-        self.stack_intercept_ = float(stack.intercept_[0])
-        # Near-honest scores of the training rows (out-of-fold text, in-sample stack), kept only
-        # until the bundle is built: risk thresholds and the drift reference come from them.
-        self.oof_score_ = self.stacked_score(oof, X_struct)
+        kept = self._select_fields(oof, X_struct, y, groups, scaled_set, times, folds)
+        self.field_columns_ = {g: list(groups[g]) for g in kept}
+        self.missing_flags_ = {g: int(c) for g, c in (missing_flags or {}).items() if g in kept}
+        self.stacks_ = {key: Stack.fit(oof, X_struct, y, self._columns(key), scaled_set, self.C_stack)
+                        for key in self._subsets(kept)}
+        # Cross-fitted scores of the training rows (out-of-fold text logit, out-of-fold second stage):
+        # each row scored as new text, for risk thresholds, calibration figures and the drift reference.
+        # Kept only until the bundle is built.
+        cross = np.zeros(len(y))
+        for tr, te in folds:
+            stacks = {key: Stack.fit(oof[tr], X_struct[tr], y[tr], self._columns(key), scaled_set, self.C_stack)
+                      for key in self._subsets(kept)} if len(np.unique(y[tr])) == 2 else self.stacks_
+            cross[te] = self._route(stacks, oof[te], X_struct[te])
+        self.cross_fit_score_ = cross
         return self
 
-    @staticmethod
-    def _scaling(Z: np.ndarray, columns, scaled_set: set[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Standardise the text logit and numeric fields; one-hot columns keep their 0/1 scale."""
-        mean, scale = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
-        cols = [0] + [k + 1 for k, j in enumerate(columns) if j in scaled_set]
-        mean[cols] = Z[:, cols].mean(axis=0)
-        std = Z[:, cols].std(axis=0)
-        scale[cols] = np.where(std > 0, std, 1.0)
-        return mean, scale
+    @property
+    def kept_fields_(self) -> list[str]:
+        return list(self.field_columns_)
 
-    def _select_fields(self, oof, X_struct, y, groups, scaled_set, times) -> list[str]:
+    def _columns(self, key: tuple[str, ...]) -> list[int]:
+        return sorted(j for g in key for j in self.field_columns_[g])
+
+    @staticmethod
+    def _subsets(kept: list[str]) -> list[tuple[str, ...]]:
+        if len(kept) <= MAX_FIELDS_PER_SUBSET:
+            return [tuple(sorted(c)) for r in range(len(kept) + 1) for c in combinations(kept, r)]
+        return [tuple(sorted(kept)), ()] + [tuple(sorted(set(kept) - {g})) for g in kept]
+
+    def present_fields(self, X_struct: np.ndarray) -> np.ndarray:
+        """(rows, kept fields) booleans: does the row carry a value for the field?"""
+        present = np.ones((X_struct.shape[0], len(self.field_columns_)), dtype=bool)
+        for k, (g, cols) in enumerate(self.field_columns_.items()):
+            if g in self.missing_flags_:
+                present[:, k] = X_struct[:, self.missing_flags_[g]] == 0
+            elif g != EMBEDDING_FIELD:
+                present[:, k] = np.any(X_struct[:, cols] != 0, axis=1)
+        return present
+
+    def _route(self, stacks: dict[tuple[str, ...], Stack], text_logit: np.ndarray, X_struct: np.ndarray) -> np.ndarray:
+        """Each row through the second stage of the largest field set it carries."""
+        names = list(self.field_columns_)
+        present = self.present_fields(X_struct)
+        out = np.zeros(len(text_logit))
+        patterns, which = np.unique(present, axis=0, return_inverse=True)
+        for p, pattern in enumerate(patterns):
+            have = {g for g, on in zip(names, pattern, strict=True) if on}
+            key = max((k for k in stacks if set(k) <= have), key=len)
+            rows = np.flatnonzero(np.ravel(which) == p)
+            out[rows] = expit(stacks[key].logit(text_logit[rows], X_struct[rows]))
+        return out
+
+    def _select_fields(self, oof, X_struct, y, groups, scaled_set, times, folds) -> list[str]:
         n = len(y)
         if times is not None:
             order = np.argsort(times, kind="stable")
-            inner_tr, inner_va = order[: int(n * 0.75)], order[int(n * 0.75):]
+            splits = [(order[: int(n * 0.75)], order[int(n * 0.75):])]
+            self.field_selection_: dict = {"split": "latest quarter by time"}
         else:
-            inner_tr, inner_va = next(StratifiedKFold(4, shuffle=True, random_state=0).split(np.zeros(n), y))
-        self.field_selection_: dict = {"split": "latest quarter by time" if times is not None else "random quarter"}
-        if not groups or len(np.unique(y[inner_tr])) < 2 or len(np.unique(y[inner_va])) < 2:
+            splits = folds
+            self.field_selection_ = {"split": "out-of-fold rows (the text model's folds)"}
+        if not groups or any(len(np.unique(y[tr])) < 2 for tr, _ in splits) \
+                or len(np.unique(y[np.concatenate([te for _, te in splits])])) < 2:
             self.field_selection_["kept"] = list(groups)
             return list(groups)
 
-        def inner_auc(fields: list[str]) -> float:
+        def held_out_auc(fields: list[str]) -> float:
             cols = sorted(j for g in fields for j in groups[g])
-            Z = self._stack_input(oof, X_struct[:, cols])
-            mean, scale = self._scaling(Z[inner_tr], cols, scaled_set)
-            lr = LogisticRegression(C=self.C_stack, max_iter=2000).fit((Z[inner_tr] - mean) / scale, y[inner_tr])
-            return float(roc_auc_score(y[inner_va], lr.decision_function((Z[inner_va] - mean) / scale)))
+            scores, truth = [], []
+            for tr, te in splits:
+                stack = Stack.fit(oof[tr], X_struct[tr], y[tr], cols, scaled_set, self.C_stack)
+                scores.append(stack.logit(oof[te], X_struct[te]))
+                truth.append(y[te])
+            return float(roc_auc_score(np.concatenate(truth), np.concatenate(scores)))
 
         kept: list[str] = []
-        best = inner_auc(kept)
+        best = held_out_auc(kept)
         trail = {"text only": round(best, 4)}
         while len(kept) < len(groups):
-            score, field = max((inner_auc([*kept, g]), g) for g in groups if g not in kept)
+            score, field = max((held_out_auc([*kept, g]), g) for g in groups if g not in kept)
             trail[f"+ {field}"] = round(score, 4)
             if score < best + self.min_gain:
                 break
@@ -365,20 +462,12 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         self.field_selection_.update({"kept": kept, "inner_roc_auc": trail})
         return kept
 
-    @staticmethod
-    def _stack_input(text_logit: np.ndarray, X_struct: np.ndarray) -> np.ndarray:
-        return np.column_stack([text_logit, X_struct]) if X_struct.shape[1] else text_logit[:, None]
-
-    def _scaled(self, Z: np.ndarray) -> np.ndarray:
-        return (Z - self.struct_mean_) / self.struct_scale_
-
     def text_logit(self, X_text) -> np.ndarray:
         return self.weights_(sparse.csr_matrix(X_text))[:, 0]
 
     def stacked_score(self, text_logit: np.ndarray, X_struct: np.ndarray) -> np.ndarray:
         """`X_struct` here already carries the embedding logit as its last column (hybrid)."""
-        z = self._scaled(self._stack_input(text_logit, X_struct[:, self.used_columns_]))
-        return expit(z @ self.stack_coef_ + self.stack_intercept_)
+        return self._route(self.stacks_, text_logit, X_struct)
 
     def risk_score(self, X_text, X_struct: np.ndarray, E: np.ndarray | None = None) -> np.ndarray:
         """The dispute probability of each row."""
@@ -397,5 +486,5 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
 
     def contributions(self, x_row: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Text features' push towards a dispute (the stack weight on the text logit is positive)."""
-        sign = np.sign(self.stack_coef_[0] or 1.0)
+        sign = np.sign(self.stacks_[tuple(sorted(self.field_columns_))].coef[0] or 1.0)
         return x_row.indices, x_row.data * self.weights_.column_weights(x_row.indices, 0) * sign

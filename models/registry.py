@@ -253,9 +253,10 @@ class Registry:
         return bundle
 
     def save(self, bundle: ModelBundle, card: dict[str, Any], validation=None,
-             trained_on: Iterable[str] | None = None) -> str:
+             trained_on: Iterable[str] | None = None, trained_on_prints: Iterable[str] | None = None) -> str:
         """Write a new version; returns its id. The card gets the bundle's hash and environment;
-        `trained_on` (the training texts, as masked) is kept as fingerprints only."""
+        `trained_on` (the training texts, as masked) is kept as fingerprints only; a version derived
+        from another (recalibrated) passes its parent's fingerprints as `trained_on_prints`."""
         created = datetime.now(UTC)
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = created.strftime("%Y%m%d-%H%M%S")
@@ -270,8 +271,8 @@ class Registry:
         joblib.dump(bundle, tmp / BUNDLE_FILE, compress=3)
         if validation is not None:
             validation.to_parquet(tmp / VALIDATION_FILE, index=False)
-        if trained_on is not None:
-            prints = sorted({text_fingerprint(t) for t in trained_on})
+        if trained_on is not None or trained_on_prints is not None:
+            prints = sorted({text_fingerprint(t) for t in trained_on or ()} | set(trained_on_prints or ()))
             (tmp / TRAINED_ON_FILE).write_text("".join(f"{p}\n" for p in prints), encoding="ascii")
         card = {
             "version": version,

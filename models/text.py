@@ -20,7 +20,9 @@ _FULLWIDTH_ALNUM = {c: c - 0xFEE0 for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), 
                     for c in range(r[0], r[1] + 1)}
 _FULLWIDTH_ALNUM.update({0x3000: 0x20, 0xFF0B: 0x2B, 0xFF0D: 0x2D, 0xFF0E: 0x2E, 0xFF20: 0x40,
                          0xFF08: 0x28, 0xFF09: 0x29})
-_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\ufeff]")
+# Controls, zero-width marks, bidirectional embeddings/overrides/isolates (they reorder what a reader
+# sees: a spoofed amount or id) and the BOM are dropped.
+_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _WHITESPACE = re.compile(r"\s+")
 _ELLIPSIS = re.compile(r"\.{3,}|。{3,}")
 _REPEATED_PUNCT = re.compile(r"([!?！？。，,.~～、;；:：])\1+")
@@ -212,6 +214,18 @@ class Segmenter:
         stop = self.stopwords
         return [t for t in _engine(self.engine, self.userdict)(prepared)
                 if t not in stop and not _TOKEN_DROP.match(t)]
+
+    def spans_prepared(self, prepared: str) -> list[tuple[str, int, int]]:
+        """The tokens `cut_prepared` gives, each with its (start, end) in `prepared`."""
+        stop = self.stopwords
+        out, pos = [], 0
+        for t in _engine(self.engine, self.userdict)(prepared):
+            start = prepared.find(t, pos)
+            start = pos if start < 0 else start  # an engine that rewrote a piece: stay in step
+            pos = start + len(t)
+            if t not in stop and not _TOKEN_DROP.match(t):
+                out.append((t, start, pos))
+        return out
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Segmenter) and (self.engine, self.userdict, self.stopwords) == (

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from models.registry import ModelLoadError, Registry
 from service import errors, openapi
 from service.alerting import Alerting
-from service.alerting_metrics import DeliveryCollector
+from service.alerting_metrics import AlertWatchCollector, DeliveryCollector
 from service.api import admin, complaints, digests, health, predict
 from service.api import letters as letters_api
 from service.api import outbox as outbox_api
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.outbox = OutboxAdmin(db, settings, clock)
     app.state.worker = None
     metrics.registry.register(DeliveryCollector(db, clock))
+    metrics.registry.register(AlertWatchCollector(db, clock, holder))
     app.state.intake = Intake(db, settings, metrics, alerting)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     errors.install(app)

@@ -160,6 +160,22 @@ def cmd_export_labels(args: argparse.Namespace) -> None:
         print(f"note: {warning}", file=sys.stderr)
 
 
+def export_outcomes(args: argparse.Namespace, out: Path) -> Path:
+    """The outcomes recorded in the database of `--database-url` (or the settings') as a labelled
+    file at `out`: what `xiaobao recalibrate --from-outcomes` refits on."""
+    from service.labels import export_labels
+
+    settings = _settings(args)
+    db = _database(settings)
+    try:
+        summary = export_labels(db, out, settings.zone)
+    finally:
+        db.dispose()
+    print(f"read {summary.rows} requests with outcomes from the database into {summary.path} "
+          f"(escalation outcomes: {summary.labelled.get('escalated', 0)})", file=sys.stderr)
+    return summary.path
+
+
 # --- routing -----------------------------------------------------------------------------------
 def cmd_routing(args: argparse.Namespace) -> None:
     """Validate a routing file the way `serve` will, and show where a request would go."""

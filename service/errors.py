@@ -70,6 +70,8 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
         message = err.get("msg", "invalid value")
         if kind == "json_invalid":
             field, message = "body", f"invalid JSON ({err.get('ctx', {}).get('error', 'cannot be parsed')})"
+        elif kind == "finite_number":
+            message = "not a finite number (NaN and Infinity are not accepted)"
         elif kind == "missing" and field == "body":
             message = "a JSON body is required"
         details.append({"field": field, "message": message, "type": kind})
@@ -103,12 +105,15 @@ def install(app: FastAPI) -> None:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
                  403: "forbidden"}
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
-        field = None
+        code, field = codes.get(exc.status_code, "http_error"), None
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # the JSON decoder gave up
+            code, field = "invalid_json", "body"
+            message = "body: the JSON is nested too deeply to read (no request of this API nests more than a few levels)"
         elif exc.status_code == 400:  # FastAPI's "error parsing the body": undecodable bytes
             field, message = "body", "body: cannot be read as UTF-8 JSON"
-        return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), message, field),
+        return JSONResponse(error_body(code, message, field),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -115,6 +115,10 @@ def _optional_clean(value: str | None) -> str | None:
     return value or None
 
 
+def _amount(amount: float | None) -> Decimal | None:
+    return None if amount is None else Decimal(str(amount)).quantize(Decimal("0.01"))
+
+
 @dataclass
 class Prepared:
     """A checked request, masked and ready to score."""
@@ -129,6 +133,17 @@ class Prepared:
     @property
     def fields(self) -> dict[str, Any]:
         return {"channel": self.item.channel, "repeat_count": self.item.repeat_count, "amount": self.item.amount}
+
+    def differences(self, stored: Complaint) -> list[str]:
+        """The API fields of this request that are not what `stored` holds, compared as stored (masked)."""
+        item = self.item
+        sent = {"text": self.text, "channel": item.channel, "branch": self.branch, "received_at": self.received_at,
+                "customer_ref": self.customer_ref, "product": self.product, "amount": _amount(item.amount),
+                "repeat_count": item.repeat_count}
+        held = {"text": stored.text_masked, "channel": stored.channel, "branch": stored.branch,
+                "received_at": stored.received_at, "customer_ref": stored.customer_ref, "product": stored.product,
+                "amount": stored.amount, "repeat_count": stored.repeat_count}
+        return [name for name, value in sent.items() if held[name] != value]
 
 
 def prepare(item: ComplaintIn, settings: Settings, prefix: str = "") -> Prepared:
@@ -165,7 +180,7 @@ def _new_complaint(p: Prepared, prediction: dict[str, Any], principal: Principal
     return Complaint(
         external_id=item.external_id, text_masked=p.text, channel=item.channel, branch=p.branch,
         received_at=p.received_at, customer_ref=p.customer_ref, product=p.product,
-        amount=None if item.amount is None else Decimal(str(item.amount)).quantize(Decimal("0.01")),
+        amount=_amount(item.amount),
         repeat_count=item.repeat_count, prediction=prediction, model_version=str(prediction["model_version"]),
         category=category["label"] if category else None,
         category_probability=category["probability"] if category else None,
@@ -233,8 +248,21 @@ class Intake:
                 result = result.model_copy(update={"created": False})
             seen.add(key)
             results.append(result)
+        results = self._with_differences(prepared, results)
         self.metrics.count_intake(results)
         return results
+
+    def _with_differences(self, prepared: list[Prepared], results: list[IntakeResult]) -> list[IntakeResult]:
+        """A request answered with a record stored before (earlier, by a concurrent request, or
+        earlier in the batch) says which of its fields the record does not hold: the stored record
+        stands (the external_id is the idempotency key), and the caller learns its content differed."""
+        repeats = [p.item.external_id for p, r in zip(prepared, results, strict=True) if not r.created]
+        if not repeats:
+            return results
+        with self.db.reading() as session:
+            held = _existing(session, repeats)
+        return [r if r.created else r.model_copy(update={"differs": p.differences(held[p.item.external_id])})
+                for p, r in zip(prepared, results, strict=True)]
 
     def _store(self, todo: list[Prepared], predictions: list[dict[str, Any]],
                principal: Principal | None) -> dict[str, IntakeResult]:

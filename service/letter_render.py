@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import PackageLoader
+from markupsafe import Markup
 
 from service.deadlines import last_day
 from service.letter_schemas import LetterOut
 from service.settings import Settings
+from service.templating import environment, render_html
 
 STATUS_NAMES = {"issued": "待签收", "acknowledged": "已签收，处理中", "resolved": "已办结"}
 EVENT_NAMES = {"issued": "发函", "delivered": "送达", "undeliverable": "无法送达", "acknowledged": "签收",
@@ -23,8 +25,7 @@ class LetterRenderer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         zone = settings.zone
-        env = Environment(loader=PackageLoader("service", "resources"), autoescape=select_autoescape(["html.j2"]),
-                          undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+        env = environment(PackageLoader("service", "resources"), keep_trailing_newline=True)
 
         def local(moment: datetime | None) -> str:
             if moment is None:
@@ -43,8 +44,7 @@ class LetterRenderer:
             """An end-of-day deadline shows as its last day."""
             return day(last_day(deadline, zone)) if deadline else "—"
 
-        env.filters.update(local=local, day=day, due=due,
-                           pct=lambda p: "—" if p is None else f"{p * 100:.0f}%")
+        env.filters.update(local=local, day=day, due=due)
         env.globals.update(status_names=STATUS_NAMES, event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES)
         self._html = env.get_template("letter.html.j2")
         self._text = env.get_template("letter.txt.j2")
@@ -56,8 +56,8 @@ class LetterRenderer:
                 "alert_channels": s.alert_channels,
                 "reminder_hours": s.reminder_interval_hours, "public_url": s.public_url}
 
-    def html(self, letter: LetterOut) -> str:
-        return self._html.render(self._context(letter))
+    def html(self, letter: LetterOut) -> Markup:
+        return render_html(self._html, self._context(letter))
 
     def text(self, letter: LetterOut) -> str:
         return self._text.render(self._context(letter))

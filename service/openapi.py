@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 
 from service.digest.render import FORMATS as DIGEST_FORMATS
 from service.errors import invalid
+from service.schemas import INVISIBLE
 from service.settings import Settings
 
 _ERROR_REF = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
@@ -76,8 +77,11 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 # An ISO week from 1900 on (empty: the default week); W53 exists only in some years.
 WEEK = r"^$|^(19|[2-9]\d)\d\d-W(0[1-9]|[1-4]\d|5[0-3])$"
-# A character that survives str.strip and models.text.clean (C0/C1 controls, zero-width marks).
-VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]"
+# A character that survives str.strip and models.text.clean (C0/C1 controls, zero-width marks,
+# bidirectional controls).
+VISIBLE = rf"[^\s\x80-\x9f\u2028\u2029{INVISIBLE}]"
+# An id with a character that survives stripping and none that clean would drop.
+VISIBLE_ID = rf"^[^{INVISIBLE}]*[^\s{INVISIBLE}][^{INVISIBLE}]*$"
 
 
 def _patch(doc: dict[str, Any], settings: Settings, departments: list[str]) -> dict[str, Any]:
@@ -92,6 +96,7 @@ def _patch(doc: dict[str, Any], settings: Settings, departments: list[str]) -> d
             prop(model, "channel").update(enum=list(settings.channels))
     if "ComplaintIn" in schemas:
         prop("ComplaintIn", "branch").update(pattern=VISIBLE)
+        prop("ComplaintIn", "external_id").update(pattern=VISIBLE_ID)
     if "PredictRequest" in schemas:
         prop("PredictRequest", "items").update(minItems=1, maxItems=settings.predict_batch_max)
         null = {"type": "null"}

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -40,6 +41,21 @@ Moment = Annotated[datetime, BeforeValidator(_iso_only)]
 MAX_OFFSET = 2**63 - 1
 
 
+# What models.text.clean drops from text besides whitespace: C0 controls and DEL, zero-width marks,
+# bidirectional embeddings, overrides and isolates, the BOM (a character class body, also for the
+# OpenAPI patterns). Free text loses them at intake; an id is kept as sent, so one holding them is refused.
+INVISIBLE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+_INVISIBLE = re.compile(f"[{INVISIBLE}]")
+
+
+def visible_id(value: str) -> str:
+    found = _INVISIBLE.search(value)
+    if found:
+        raise ValueError(f"contains an invisible or control character (U+{ord(found.group()):04X}); ids are "
+                         "kept as sent, so send it without")
+    return value
+
+
 def storable(value: object) -> object:
     """Strings the databases can hold: no NUL (PostgreSQL refuses it) and no unpaired surrogate
     (valid JSON, but not encodable as UTF-8)."""
@@ -53,7 +69,8 @@ def storable(value: object) -> object:
     return value
 
 
-Amount = Annotated[float, Strict(), Field(ge=0, le=1e15, description="金额 in yuan")]
+# JSON as Python reads it allows NaN and Infinity: refused as such, not as "less than 1e15".
+Amount = Annotated[float, Strict(), Field(ge=0, le=1e15, allow_inf_nan=False, description="金额 in yuan")]
 
 
 def _whole(value: object) -> object:
@@ -157,7 +174,9 @@ class PredictBatchResponse(BaseModel):
 
 # --- complaints ------------------------------------------------------------------------------------
 class ComplaintIn(_In):
-    external_id: str = Field(min_length=1, max_length=128, description="the upstream system's id; repeats are idempotent")
+    external_id: Annotated[str, AfterValidator(visible_id)] = Field(
+        min_length=1, max_length=128, description="the upstream system's id; repeats are idempotent; no control, "
+                                                  "zero-width or bidirectional characters")
     text: str
     channel: str
     branch: str = Field(min_length=1, max_length=100)
@@ -191,6 +210,9 @@ class IntakeResult(BaseModel):
     id: int
     external_id: str
     created: bool = Field(description="false when the external_id was known and the stored record is returned")
+    differs: list[str] = Field(default_factory=list, description=(
+        "the fields sent this time that are not what the stored record holds (after masking): a known "
+        "external_id with other content; the stored record stands and nothing was stored. Empty otherwise"))
     prediction: Prediction
     alert: AlertRef | None = None
 

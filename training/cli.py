@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +54,9 @@ def column_options() -> argparse.ArgumentParser:
     g.add_argument("--cause-col", default=None, help="default: cause ('' for none)")
     g.add_argument("--risk-col", default=None, help="0/1 dispute outcome; default: escalated ('' for none)")
     g.add_argument("--time-col", default=None)
+    g.add_argument("--batch-col", default=None,
+                   help="which rows were written together; risk calibration holds out whole batches "
+                        "(default: batch, where the file has it; '' for none)")
     g.add_argument("--feature-cols", default=None,
                    help="structured fields for the risk head, comma-separated (default: channel,repeat_count,amount)")
     g.add_argument("--multilabel-sep", default=None,
@@ -64,7 +70,7 @@ def columns_from(args: argparse.Namespace) -> Columns:
 
     defaults = Columns()
     named = {"category": args.category_col, "cause": args.cause_col, "risk": args.risk_col,
-             "features": args.feature_cols}
+             "features": args.feature_cols, "batch": args.batch_col}
     explicit = frozenset(k for k, v in named.items() if v is not None)
 
     def pick(value: str | None, default: str | None) -> str | None:
@@ -75,7 +81,8 @@ def columns_from(args: argparse.Namespace) -> Columns:
     return Columns(
         text=tuple(c.strip() for c in args.text_col.split(",") if c.strip()),
         category=pick(args.category_col, defaults.category), cause=pick(args.cause_col, defaults.cause),
-        risk=pick(args.risk_col, defaults.risk), time=args.time_col, features=features,
+        risk=pick(args.risk_col, defaults.risk), time=args.time_col, batch=pick(args.batch_col, defaults.batch),
+        features=features,
         multilabel_sep=args.multilabel_sep, explicit=explicit,
     )
 
@@ -93,7 +100,8 @@ def train_params(args: argparse.Namespace) -> TrainParams:
     return TrainParams(
         backend=args.backend, segmenter=args.segmenter, C=args.C, encoder=args.encoder, finetune=finetune,
         predict=PredictConfig(top_k=args.top_k, review_threshold=args.review_threshold,
-                              medium_recall=args.medium_recall, high_recall=args.high_recall),
+                              medium_recall=args.medium_recall, high_recall=args.high_recall,
+                              high_precision=None if args.high_precision == 0 else args.high_precision),
     )
 
 
@@ -125,7 +133,11 @@ def model_options() -> argparse.ArgumentParser:
     g.add_argument("--review-threshold", type=float, default=0.5,
                    help="top-1 probability under which a prediction needs review")
     g.add_argument("--medium-recall", type=float, default=0.85, help="share of disputes at risk level 中 or above")
-    g.add_argument("--high-recall", type=float, default=0.5, help="share of disputes at risk level 高")
+    g.add_argument("--high-precision", type=float, default=0.85,
+                   help="高 starts at the lowest score where this share of alerts became disputes, on "
+                        "writers the model never saw (0: use --high-recall instead)")
+    g.add_argument("--high-recall", type=float, default=0.5,
+                   help="with --high-precision 0, or where no score reaches it: share of disputes at 高")
     f = p.add_argument_group("finetune backend (defaults sized for a CPU)")
     f.add_argument("--ft-epochs", type=int, default=None, help="at most this many epochs (default 3)")
     f.add_argument("--ft-max-length", type=int, default=None, help="tokens per text (default 128)")
@@ -158,8 +170,23 @@ def _print(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=None if not sys.stdout.isatty() else 2))
 
 
+def _print_promoting(args, registry: Registry, version: str, out: dict[str, Any]) -> None:
+    """Prints `out`, with the promotion's answer where --promote asks for one; a refused promotion
+    is printed, then raised (the version stays registered; the CLI exits with status 3)."""
+    from training.pipeline import PromotionRefused, promote
+
+    if args.promote:
+        try:
+            out["promotion"] = promote(registry, version, force=args.force)
+        except PromotionRefused as exc:
+            out["promotion"] = {"version": version, "promoted": False, "refused": str(exc)}
+            _print(out)
+            raise
+    _print(out)
+
+
 def cmd_train(args) -> None:
-    from training.pipeline import PromotionRefused, promote, train
+    from training.pipeline import train
 
     columns = columns_from(args)
     if args.test_from and not columns.time:
@@ -171,14 +198,7 @@ def cmd_train(args) -> None:
                    test_from=args.test_from, progress=_progress_printer(args.quiet))
     out: dict[str, Any] = {"version": result.version, "seconds": round(result.seconds, 1),
                            "validation": result.metrics}
-    if args.promote:
-        try:
-            out["promotion"] = promote(registry, result.version, force=args.force)
-        except PromotionRefused as exc:  # the version stays registered: say which one, then refuse
-            out["promotion"] = {"version": result.version, "promoted": False, "refused": str(exc)}
-            _print(out)
-            raise
-    _print(out)
+    _print_promoting(args, registry, result.version, out)
 
 
 def cmd_evaluate(args) -> None:
@@ -309,7 +329,31 @@ def cmd_models(args) -> None:
         _print({"rolled_back": bad, "current": previous})
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+# Writes the outcomes the service has recorded to a labelled file and returns its path: the service's
+# side of `xiaobao recalibrate --from-outcomes`, handed in by xiaobao.cli (training does not import service).
+OutcomeExporter = Callable[[argparse.Namespace, Path], Path]
+
+
+def cmd_recalibrate(args, export_outcomes: OutcomeExporter | None = None) -> None:
+    from training.recalibrate import recalibrate
+
+    registry = _registry(args)
+    if getattr(args, "from_outcomes", False):
+        if export_outcomes is None:
+            raise CliError("--from-outcomes needs the service's database; pass --data FILE instead")
+        # Kept beside the registry, so the card's data file (and its sha256) stays checkable.
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        args.data = str(export_outcomes(args, registry.root / "outcomes" / f"outcomes-{stamp}.csv"))
+    ds = _load(args, columns_from(args), for_training=False)
+    result = recalibrate(registry, args.model, ds, check_frac=args.check_frac, seed=args.seed)
+    record = result.card["recalibration"]
+    out: dict[str, Any] = {"version": result.version, "from": result.parent, "data": record["data"],
+                           "calibrator": record["calibrator"], "thresholds": record["thresholds"],
+                           "check": record["check"]}
+    _print_promoting(args, registry, result.version, out)
+
+
+def register(sub: argparse._SubParsersAction, export_outcomes: OutcomeExporter | None = None) -> None:
     cols, model = column_options(), model_options()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--registry", default=None, help="registry folder (default: models/registry or $XIAOBAO_REGISTRY)")
@@ -366,6 +410,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=cmd_models)
     m = msub.add_parser("rollback", parents=[common], help="restore the previous champion")
     m.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("recalibrate", parents=[cols, common],
+                       help="refit a model's risk probabilities and levels on escalation outcomes (no retraining)")
+    p.add_argument("--model", default="current", help="bundle folder, 'current' or a version id")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a file with the texts and their outcomes (escalated 0/1)")
+    if export_outcomes is not None:
+        source.add_argument("--from-outcomes", action="store_true",
+                            help="the outcomes recorded in the service's database (POST /v1/complaints/{id}/outcome)")
+        p.add_argument("--database-url", default=None, help="default: XIAOBAO_DATABASE_URL")
+    p.add_argument("--check-frac", type=float, default=0.3,
+                   help="share of the outcomes held out to compare before and after (and to promote on)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--promote", action="store_true",
+                   help="make it the champion unless it is calibrated worse on the held-out outcomes")
+    p.add_argument("--force", action="store_true", help="with --promote: promote even if it is worse")
+    p.set_defaults(func=partial(cmd_recalibrate, export_outcomes=export_outcomes))
 
 
 KNOWN_ERRORS: tuple[type[Exception], ...] = (CliError, DataError)

@@ -22,6 +22,9 @@ RISK_TRUE = {"1", "1.0", "true", "yes", "y", "是", "t"}
 RISK_FALSE = {"0", "0.0", "false", "no", "n", "否", "f"}
 
 
+UNBATCHED = "(no batch)"
+
+
 @dataclass
 class Columns:
     """Which columns hold what. `explicit` records what the user named on the command line, so a
@@ -32,6 +35,9 @@ class Columns:
     cause: str | None = "cause"
     risk: str | None = "escalated"
     time: str | None = None
+    # Which rows were written together (a writer, a source system, a month's export): folds that
+    # calibrate the risk head hold out whole batches. Used where the file has the column.
+    batch: str | None = "batch"
     features: Sequence[str] = ("channel", "repeat_count", "amount")
     multilabel_sep: str | None = None
     explicit: frozenset[str] = frozenset()
@@ -40,7 +46,8 @@ class Columns:
 @dataclass
 class Dataset:
     """Canonical frame: `text`, optional `category`/`cause` (str or list[str]), `risk` (0/1),
-    `time` (datetime) and the raw structured feature columns; `row` keeps the file's row numbers."""
+    `time` (datetime), `batch` (str) and the raw structured feature columns; `row` keeps the file's
+    row numbers."""
 
     frame: pd.DataFrame
     source: str
@@ -164,6 +171,14 @@ def load_dataset(path: str | Path, columns: Columns | None = None, *, for_traini
             raise DataError(f"{source}: row {rows[i]}, column '{columns.time}': "
                             f"{raw[columns.time].iloc[i]!r} is not a date")
         frame["time"] = times.to_numpy()
+
+    if columns.batch:
+        if columns.batch in raw:
+            # Rows without one (feedback exported by the service, appended to a corpus) are one batch
+            # of their own: they were written by the bank's customers, not by any corpus writer.
+            frame["batch"] = [UNBATCHED if _blank(v) else str(v).strip() for v in raw[columns.batch].tolist()]
+        elif "batch" in columns.explicit:
+            raise missing(columns.batch)
 
     features = []
     for col in columns.features:

@@ -3,7 +3,9 @@
 The texts and their labels are written by hand in data/demo/parts/*.jsonl. This seeded script adds
 what a bank's export would carry besides: an id, the branch, a masked customer reference and the
 received time (30 weeks with a weekday rhythm and office hours by channel), and links some repeat
-contacts to an earlier request of the same customer. Run: python -m training.demo_corpus
+contacts to an earlier request of the same customer. `batch` names the part family a row was written
+in (`cc_a_03.jsonl` → `cc_a`), one writer's voice; training holds out whole batches to calibrate the
+risk head. Run: python -m training.demo_corpus
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTS = ROOT / "data" / "demo" / "parts"
 OUT = ROOT / "data" / "demo" / "demo_corpus.csv"
 COLUMNS = ["id", "text", "channel", "branch", "customer_ref", "received_at", "repeat_count", "amount",
-           "category", "cause", "escalated"]
+           "category", "cause", "escalated", "batch"]
 
 # Fictional sub-branches of a city commercial bank; the first ones are the busy city-centre outlets.
 BRANCHES = [
@@ -42,8 +44,9 @@ HOURS = {"营业网点": OFFICE, "监管转办": OFFICE, "信访": OFFICE, "媒�
 def read_parts(folder: Path = PARTS) -> pd.DataFrame:
     rows = []
     for path in sorted(glob.glob(str(folder / "*.jsonl"))):
+        batch = Path(path).stem.rsplit("_", 1)[0]
         with open(path, encoding="utf-8") as fh:
-            rows += [json.loads(line) for line in fh if line.strip()]
+            rows += [{**json.loads(line), "batch": batch} for line in fh if line.strip()]
     return pd.DataFrame(rows)
 
 

@@ -10,6 +10,7 @@ from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     f1_score,
+    log_loss,
     precision_recall_fscore_support,
     roc_auc_score,
 )
@@ -77,8 +78,34 @@ def risk_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
         "pr_auc": round(float(average_precision_score(y, score)), 4),
         "ece": round(expected_calibration_error(y, score), 4),
         "brier": round(float(brier_score_loss(y, score)), 4),
+        "log_loss": round(float(log_loss(y, np.clip(score, 1e-6, 1 - 1e-6), labels=[0, 1])), 4),
         "positive_rate": round(float(y.mean()), 4),
     }
+
+
+ALERT_LEVELS = ("高", "中")  # a level's alerts are the rows at or above it: 中 counts 高 too
+
+
+def level_metrics(y: np.ndarray, levels: list[str] | np.ndarray) -> dict[str, Any]:
+    """Per risk level, the rows at or above it: their share (the alert rate), the share of disputes
+    they catch (recall) and the share of them that became disputes (precision)."""
+    y = np.asarray(y, dtype=int)
+    levels = np.asarray(levels)
+    out: dict[str, Any] = {}
+    for k, level in enumerate(ALERT_LEVELS):
+        alert = np.isin(levels, ALERT_LEVELS[: k + 1])
+        hits = int((alert & (y == 1)).sum())
+        out[level] = {"alerts": int(alert.sum()), "alert_rate": round(float(alert.mean()), 4) if len(y) else None,
+                      "recall": round(hits / int(y.sum()), 4) if y.sum() else None,
+                      "precision": round(hits / int(alert.sum()), 4) if alert.sum() else None}
+    return out
+
+
+def levels_of(score: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """The level each score falls in (the rule ModelBundle.risk_level applies to one score)."""
+    score = np.asarray(score, dtype=float)
+    return np.where(score >= thresholds.get("高", np.inf), "高",
+                    np.where(score >= thresholds.get("中", np.inf), "中", "低"))
 
 
 def metrics_from_predictions(ds: Dataset, predictions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,8 +124,9 @@ def metrics_from_predictions(ds: Dataset, predictions: list[dict[str, Any]]) -> 
             out[head] = classification_metrics(truth, pred)
     if "risk" in ds.heads and predictions and "risk" in predictions[0]:
         idx = labelled(ds, "risk")
-        out["risk"] = risk_metrics(ds.frame["risk"].iloc[idx].to_numpy(),
-                                   np.array([predictions[i]["risk"]["score"] for i in idx]))
+        y = ds.frame["risk"].iloc[idx].to_numpy()
+        out["risk"] = risk_metrics(y, np.array([predictions[i]["risk"]["score"] for i in idx]))
+        out["risk"]["levels"] = level_metrics(y, [predictions[i]["risk"]["level"] for i in idx])
     return out
 
 

@@ -27,6 +27,7 @@ from models.finetune import FineTunedModel, MultiTaskNet, TaskHead, fit_binary_t
 from models.heads import fit_temperature
 from models.text import clean
 from training.data import DataError, Dataset, labelled
+from training.evaluate import level_metrics, levels_of
 
 if TYPE_CHECKING:
     from training.fit import FinetuneParams, Progress, TrainParams
@@ -332,9 +333,11 @@ def fit_finetune_bundle(ds: Dataset, params: TrainParams, progress: Progress,
         bundle.heads["risk"] = TaskHead("risk", np.array([0, 1]), t)
         score = 1 / (1 + np.exp(-logits["risk"][keep] * t))
         # Held-out validation scores, as the other backends use out-of-fold ones.
-        bundle.risk_thresholds = choose_thresholds(score, yr[keep].astype(int), params.predict.high_recall,
-                                                   params.predict.medium_recall)
+        bundle.risk_thresholds = choose_thresholds(score, yr[keep].astype(int), params.predict)
         bundle.meta["risk_reference_histogram"] = score_histogram(score)
+        bundle.meta["expected_alert_rates"] = {
+            level: f["alert_rate"] for level, f in
+            level_metrics(yr[keep].astype(int), levels_of(score, bundle.risk_thresholds)).items()}
         bundle.meta["structured_features"] = meta_struct
     model.attach(net)
     bundle.finetuned = model

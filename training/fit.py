@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,11 +18,12 @@ from models.heads import (
     LinearTextClassifier,
     MultiLabelTextClassifier,
     RiskClassifier,
-    stratified_folds,
+    batch_folds,
 )
 from models.text import Segmenter, clean
 from training.base import BACKENDS
 from training.data import Dataset, labelled
+from training.evaluate import level_metrics, levels_of, risk_metrics
 
 Progress = Callable[[str, int, int], None]
 
@@ -57,7 +59,7 @@ class TrainParams:
     C: float = 1.5
     class_weight: str | None = "balanced"
     min_df: int = 1
-    risk_C_text: float = 0.3
+    risk_C_text: float = 1.0  # chosen by log-loss on held-out writer batches (cross-fit), not on bank_dev
     risk_C_stack: float = 0.3
     multilabel_threshold: float = 0.4
     encoder: str | None = None  # hybrid/finetune: a local checkpoint folder (default: the converted e5, models/encoder_e5)
@@ -94,14 +96,35 @@ def split_feature_kinds(frame: pd.DataFrame, features: list[str]) -> tuple[list[
     return numeric, categorical
 
 
-def choose_thresholds(score: np.ndarray, y: np.ndarray, high_recall: float, medium_recall: float) -> dict[str, float]:
-    """Risk-level cut-offs: 中 catches `medium_recall` of the disputes, 高 `high_recall` of them."""
+def lowest_threshold_at_precision(score: np.ndarray, y: np.ndarray, precision: float) -> float | None:
+    """The lowest score t such that, of the rows scoring t or more, at least `precision` are positive
+    (None when no t reaches it)."""
+    score, y = np.asarray(score, dtype=float), np.asarray(y, dtype=int)
+    order = np.argsort(-score, kind="stable")
+    s, hits = score[order], np.cumsum(y[order])
+    ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))  # the last row of each tie: t admits all of them
+    ok = ends[hits[ends] / (ends + 1) >= precision]
+    return float(s[ok.max()]) if len(ok) else None
+
+
+def choose_thresholds(score: np.ndarray, y: np.ndarray, config: PredictConfig) -> dict[str, float]:
+    """Risk-level cut-offs: 中 catches `medium_recall` of the disputes; 高 is the lowest score whose alerts
+    reach `high_precision` (or, without one or where none reaches it, catches `high_recall` of them)."""
     pos = np.sort(np.asarray(score)[np.asarray(y) == 1])
     if len(pos) == 0:
         return {"高": 1.0, "中": 1.0}
-    medium = float(np.quantile(pos, 1 - medium_recall, method="lower"))
-    high = float(np.quantile(pos, 1 - high_recall, method="lower"))
-    return {"高": round(max(high, medium), 6), "中": round(medium, 6)}
+    medium = float(np.quantile(pos, 1 - config.medium_recall, method="lower"))
+    high = None
+    if config.high_precision is not None:
+        high = lowest_threshold_at_precision(score, y, config.high_precision)
+    if high is None:
+        high = float(np.quantile(pos, 1 - config.high_recall, method="lower"))
+    # Rounded down: a cut-off rounded up would drop the row it was chosen at.
+    return {"高": _floor6(max(high, medium)), "中": _floor6(medium)}
+
+
+def _floor6(value: float) -> float:
+    return math.floor(value * 1e6) / 1e6
 
 
 def score_histogram(score: np.ndarray, bins: int = 10) -> list[float]:
@@ -110,10 +133,12 @@ def score_histogram(score: np.ndarray, bins: int = 10) -> list[float]:
     return (counts / max(counts.sum(), 1)).round(6).tolist()
 
 
-def refit_idf_splits(counts: tuple[sparse.csr_matrix, sparse.csr_matrix], rows: np.ndarray, min_df: int = 1):
-    """Out-of-fold splits over `rows` whose IDF is fitted on the training part of each fold only."""
+def refit_idf_splits(counts: tuple[sparse.csr_matrix, sparse.csr_matrix], rows: np.ndarray, min_df: int = 1,
+                     batches: np.ndarray | None = None):
+    """Out-of-fold splits over `rows` whose IDF is fitted on the training part of each fold only; with
+    `batches` (one per row of `rows`), folds hold out whole batches."""
     def splits(y: np.ndarray, n_splits: int):
-        for tr, te in stratified_folds(y, n_splits):
+        for tr, te in batch_folds(y, n_splits, batches):
             tfidf = BlockTfidf(min_df=min_df).fit(tuple(c[rows[tr]] for c in counts))
             yield tr, te, tfidf.transform(tuple(c[rows[tr]] for c in counts)), \
                 tfidf.transform(tuple(c[rows[te]] for c in counts))
@@ -193,15 +218,25 @@ def fit_bundle(ds: Dataset, params: TrainParams | None = None, progress: Progres
         bundle.structured = StructuredEncoder(numeric=numeric, categorical=categorical).fit(frame)
         S = bundle.structured.transform(frame)
         times = frame["time"].to_numpy() if "time" in frame else None
+        batches = frame["batch"].to_numpy() if "batch" in frame else None
         risk = RiskClassifier(C_text=params.risk_C_text, C_stack=params.risk_C_stack).fit(
-            X[idx], S, y, cv=refit_idf_splits(counts, idx, params.min_df), groups=bundle.structured.groups_,
-            scaled=bundle.structured.scaled_columns_, times=times, E=None if E is None else E[idx])
-        # Out-of-fold text scores through the stack: near-honest scores for thresholds and drift.
-        oof = risk.oof_score_
-        del risk.oof_score_
+            X[idx], S, y, cv=refit_idf_splits(counts, idx, params.min_df, batches), groups=bundle.structured.groups_,
+            scaled=bundle.structured.scaled_columns_, times=times, E=None if E is None else E[idx],
+            missing_flags=bundle.structured.missing_flags_)
+        # Every row scored by models that never saw its fold (its batch, where batches are known):
+        # the thresholds and the figures that say how the levels will do on new writers.
+        cross = risk.cross_fit_score_
+        del risk.cross_fit_score_
         bundle.heads["risk"] = risk
-        bundle.risk_thresholds = choose_thresholds(oof, y, params.predict.high_recall, params.predict.medium_recall)
-        bundle.meta["risk_reference_histogram"] = score_histogram(oof)
+        bundle.risk_thresholds = choose_thresholds(cross, y, params.predict)
+        bundle.meta["risk_reference_histogram"] = score_histogram(cross)
+        bundle.meta["risk_cross_fit"] = {
+            "folds": "whole batches held out" if batches is not None else "stratified", "rows": int(len(y)),
+            **risk_metrics(y, cross), "levels": level_metrics(y, levels_of(cross, bundle.risk_thresholds))}
+        # What the service should see: the share of requests at or above each level (watched by the
+        # digest and /metrics against the rate actually raised).
+        bundle.meta["expected_alert_rates"] = {level: figures["alert_rate"]
+                                               for level, figures in bundle.meta["risk_cross_fit"]["levels"].items()}
         bundle.meta["structured_features"] = {"numeric": numeric, "categorical": categorical,
                                               "selection": risk.field_selection_}
         progress("head risk", 1, 1)

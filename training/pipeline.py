@@ -16,18 +16,16 @@ from models.hashing import sha256_file, text_fingerprint
 from models.registry import VALIDATION_FILE, ModelLoadError, Registry
 from models.text import Segmenter, clean
 from training.base import PromotionRefused
-from training.data import DataError, Dataset, labelled
+from training.data import DataError, Dataset
 from training.evaluate import metrics_from_predictions, predict_dataset, primary_score
 from training.fit import (
     Progress,
     TrainParams,
     _quiet,
-    choose_thresholds,
     count_terms,
     encode,
     fit_bundle,
     load_encoder,
-    score_histogram,
 )
 
 
@@ -83,7 +81,7 @@ def storable(frame: pd.DataFrame) -> pd.DataFrame:
     """The validation frame as parquet can hold it (structured columns as text)."""
     frame = frame.copy()
     for col in frame.columns:
-        if col not in ("row", "text", "category", "cause", "risk", "time"):
+        if col not in ("row", "text", "category", "cause", "risk", "time", "batch"):
             frame[col] = frame[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
                                         else str(v))
     return frame
@@ -119,15 +117,8 @@ def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: f
     bundle = fit_bundle(train_ds, params, progress, clean_texts=train_ds.texts)
     predictions = predict_dataset(bundle, valid_ds)
     metrics = metrics_from_predictions(valid_ds, predictions)
-    if "risk" in bundle.heads and "risk" in metrics and "roc_auc" in metrics["risk"]:
-        idx = labelled(valid_ds, "risk")
-        scores = np.array([predictions[i]["risk"]["score"] for i in idx])
-        y = valid_ds.frame["risk"].iloc[idx].astype(int).to_numpy()
-        bundle.risk_thresholds = choose_thresholds(scores, y, params.predict.high_recall,
-                                                   params.predict.medium_recall)
-        all_scores = np.array([p["risk"]["score"] for p in predictions])
-        bundle.meta["risk_reference_histogram"] = score_histogram(all_scores)
-        bundle.meta["thresholds_from"] = "validation split"
+    if "risk_cross_fit" in bundle.meta:
+        bundle.meta["thresholds_from"] = f"cross-fitted training rows ({bundle.meta['risk_cross_fit']['folds']})"
     bundle.meta["needs_review_share"] = round(float(np.mean([p["needs_review"] for p in predictions])), 4)
     seconds = time.perf_counter() - started
     card = {
@@ -138,8 +129,11 @@ def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: f
         "heads": list(bundle.heads),
         "label_sets": label_sets(ds),
         "features": {"text": TEXT_FEATURES.get(params.backend, params.backend), "structured": ds.features},
-        "metrics": {"validation": metrics},
+        "metrics": {"validation": metrics, **({"cross_fit": bundle.meta["risk_cross_fit"]}
+                                              if "risk_cross_fit" in bundle.meta else {})},
         "risk_thresholds": bundle.risk_thresholds,
+        "thresholds_from": bundle.meta.get("thresholds_from"),
+        "expected_alert_rates": bundle.meta.get("expected_alert_rates"),
         "needs_review_share": bundle.meta["needs_review_share"],
         "risk_reference_histogram": bundle.meta.get("risk_reference_histogram"),
         "params": params.as_dict(),
@@ -218,7 +212,7 @@ def promote(registry: Registry, version: str, *, data: Dataset | None = None, fo
             raise DataError(f"{version}: no stored validation split; pass --data FILE to compare on")
         frame = pd.read_parquet(path)
         heads = [h for h in ("category", "cause", "risk") if h in frame]
-        features = [c for c in frame.columns if c not in ("row", "text", "time", *heads)]
+        features = [c for c in frame.columns if c not in ("row", "text", "time", "batch", *heads)]
         multilabel = "category" in frame and len(frame) and isinstance(frame["category"].dropna().iloc[0],
                                                                          (list, np.ndarray))
         if multilabel:
@@ -236,15 +230,17 @@ def promote(registry: Registry, version: str, *, data: Dataset | None = None, fo
                 result["left_out"] = {"rows": int((~fresh).sum()), "why": "in the champion's training data"}
                 data = data.subset(np.flatnonzero(fresh))
                 data.source = f"{version}/{VALIDATION_FILE} ({len(data)} rows the champion did not train on)"
-    scores = {}
     challenger: ModelBundle = registry.load(version)
-    scores[version] = primary_score(metrics_from_predictions(data, predict_dataset(challenger, data)))
+    challenger_metrics = metrics_from_predictions(data, predict_dataset(challenger, data))
     try:
         champion_bundle: ModelBundle = registry.load(champion)
     except ModelLoadError as exc:  # a champion that cannot load cannot serve: nothing to defend
         registry.set_current(version)
         return {**result, "promoted": True, "reason": f"champion unusable: {exc}"}
-    scores[champion] = primary_score(metrics_from_predictions(data, predict_dataset(champion_bundle, data)))
+    champion_metrics = metrics_from_predictions(data, predict_dataset(champion_bundle, data))
+    if "recalibration" in registry.card(version):
+        return _promote_recalibrated(registry, result, data, challenger_metrics, champion_metrics, force)
+    scores = {version: primary_score(challenger_metrics), champion: primary_score(champion_metrics)}
     common = sorted(set(scores[version]) & set(scores[champion]))
     if not common:
         raise DataError(f"{data.source}: no head that both models have is labelled in this data")
@@ -258,3 +254,23 @@ def promote(registry: Registry, version: str, *, data: Dataset | None = None, fo
             f"(mean {new:.4f} < {old:.4f} over {', '.join(common)}); use --force to promote anyway")
     registry.set_current(version)
     return {**result, "promoted": True, "forced": bool(new < old)}
+
+
+def _promote_recalibrated(registry: Registry, result: dict[str, Any], data: Dataset, challenger: dict[str, Any],
+                          champion: dict[str, Any], force: bool) -> dict[str, Any]:
+    """A recalibrated version changes only the risk probabilities and levels: it is judged by risk
+    log-loss on the same rows (a monotone map leaves ROC-AUC as it was)."""
+    version, previous = result["version"], result["previous"]
+    if "log_loss" not in challenger.get("risk", {}) or "log_loss" not in champion.get("risk", {}):
+        raise DataError(f"{data.source}: needs escalation outcomes of both kinds to compare risk calibration")
+    keys = ("log_loss", "brier", "ece", "roc_auc", "levels")
+    new, old = challenger["risk"]["log_loss"], champion["risk"]["log_loss"]
+    result.update({"evaluated_on": data.source, "heads": ["risk"], "criterion": "risk log-loss (lower is better)",
+                   "challenger": {k: challenger["risk"][k] for k in keys},
+                   "champion": {k: champion["risk"][k] for k in keys}})
+    if new > old and not force:
+        raise PromotionRefused(
+            f"{version} is calibrated worse than champion {previous} on {data.source} "
+            f"(risk log-loss {new:.4f} > {old:.4f}); use --force to promote anyway")
+    registry.set_current(version)
+    return {**result, "promoted": True, "forced": bool(new > old)}

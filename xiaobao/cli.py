@@ -21,7 +21,7 @@ from training.base import PromotionRefused
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xiaobao", description="消保预警: complaint-risk early warning")
     sub = parser.add_subparsers(dest="command", required=True)
-    training_cli.register(sub)
+    training_cli.register(sub, export_outcomes=service_cli.export_outcomes)
     service_cli.register(sub)
     encoder_cli.register(sub)
     return parser

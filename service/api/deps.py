@@ -21,6 +21,15 @@ from service.model_holder import ModelHolder, ModelUnavailable
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 
+# On the API's HTML and text answers (letters, digests, metrics): never sniffed into another type;
+# nothing loads from elsewhere and nothing runs; inline styles (the documents carry their own) and
+# data: images (the digest's charts) only.
+DOCUMENT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+}
+
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer xb_…`")
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from service.api.deps import DatabaseDep, HolderDep, SettingsDep, require
+from service.api.deps import DOCUMENT_HEADERS, DatabaseDep, HolderDep, SettingsDep, require
 from service.auth import Principal
 from service.digest import render as digest_render
 from service.digest import service as digests
@@ -71,8 +71,9 @@ def weekly(request: Request, db: DatabaseDep, settings: SettingsDep, holder: Hol
     kind = _format(fmt, request.headers.get("accept", ""))
     digest = digests.make_digest(db, chosen, digests.reference_of(holder), datetime.now(UTC))
     body = digest_render.render(digest, kind)
-    headers = {"Content-Disposition": f'{"attachment" if kind == "xlsx" else "inline"}; '
-                                      f'filename="{digest_render.filename(digest, kind)}"'}
+    disposition = "attachment" if kind == "xlsx" else "inline"
+    headers = {**DOCUMENT_HEADERS,
+               "Content-Disposition": f'{disposition}; filename="{digest_render.filename(digest, kind)}"'}
     return Response(body, media_type=digest_render.FORMATS[kind], headers=headers)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from service.api.deps import DatabaseDep, HolderDep, MetricsDep
+from service.api.deps import DOCUMENT_HEADERS, DatabaseDep, HolderDep, MetricsDep
 from service.db import head_revision
 
 router = APIRouter(tags=["operations"])
@@ -40,4 +40,4 @@ def readyz(holder: HolderDep, db: DatabaseDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(m: MetricsDep) -> Response:
-    return Response(m.render(), media_type=m.content_type)
+    return Response(m.render(), media_type=m.content_type, headers=DOCUMENT_HEADERS)

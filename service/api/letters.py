@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from service.api.deps import DatabaseDep, require
+from service.api.deps import DOCUMENT_HEADERS, DatabaseDep, require
 from service.auth import Principal
 from service.letter_schemas import AckIn, ExtendIn, FlushOut, LetterOut, LetterPage, ResolveIn
 from service.letters import Access, Letters
@@ -79,9 +79,9 @@ def get_letter(letter_id: LetterId, request: Request, db: DatabaseDep, service: 
     view = service.get(db, Access(principal), letter_id)
     chosen = negotiate(request, fmt)
     if chosen == "html":
-        return HTMLResponse(service.renderer.html(view))
+        return HTMLResponse(service.renderer.html(view), headers=DOCUMENT_HEADERS)
     if chosen == "text":
-        return PlainTextResponse(service.renderer.text(view))
+        return PlainTextResponse(service.renderer.text(view), headers=DOCUMENT_HEADERS)
     return Response(view.model_dump_json(), media_type="application/json")
 
 

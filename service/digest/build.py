@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from service.digest import queries as q
 from service.digest.schema import (
+    AlertWatch,
     BranchRow,
     BreakdownRow,
     Change,
@@ -30,6 +31,8 @@ from service.digest.schema import (
     HighRiskItem,
     LetterRow,
     Letters,
+    LevelWatch,
+    MissedItem,
     ModelHealth,
     TopicRow,
     Topics,
@@ -39,6 +42,7 @@ from service.digest.schema import (
     WeeklyDigest,
 )
 from service.digest.weeks import Week
+from service.settings import RISK_LEVELS
 from service.tables import Complaint
 
 TREND_WEEKS = 12
@@ -50,6 +54,9 @@ TOPIC_MIN_COUNT = 3
 TOPIC_MIN_LIFT = 1.5
 TOPIC_PSEUDO_COUNT = 1.0
 TOPIC_LIMIT = 10
+ALERT_LEVELS = RISK_LEVELS[:2]  # 高, and 中 counting 高 too
+OUTCOME_WEEKS = 12  # outcomes arrive weeks after a request: alerts are judged over this window
+RATE_BAND = (2 / 3, 3 / 2)  # a level's weekly rate outside this band around the expected one is flagged
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,14 @@ class Reference:
 
     version: str | None
     histogram: list[float] | None
+    # Share of requests at or above each level the model card expects (scored on held-out writers).
+    expected_alert_rates: dict[str, float] | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Any) -> Reference:
         meta = getattr(bundle, "meta", {}) or {}
-        return cls(getattr(bundle, "version", None), meta.get("risk_reference_histogram"))
+        return cls(getattr(bundle, "version", None), meta.get("risk_reference_histogram"),
+                   meta.get("expected_alert_rates"))
 
     @classmethod
     def from_registry(cls, registry: Any) -> Reference:
@@ -74,7 +84,7 @@ class Reference:
             card = registry.card("current") if version else {}
         except ModelLoadError:
             return cls(None, None)
-        return cls(version, card.get("risk_reference_histogram"))
+        return cls(version, card.get("risk_reference_histogram"), card.get("expected_alert_rates"))
 
 
 NO_REFERENCE = Reference(None, None)
@@ -260,6 +270,44 @@ def _model_health(session: Session, week: Week, reference: Reference) -> ModelHe
         versions=versions, note="；".join(notes) or None)
 
 
+def alert_watch(session: Session, start: datetime, end: datetime, outcomes_from: datetime,
+                reference: Reference) -> AlertWatch:
+    """Requests of [start, end) per level against the reference's expected rates; recall, precision
+    and 漏报 over the requests of [outcomes_from, end) whose escalation outcome is recorded (the
+    digest's section and the /metrics gauges alike)."""
+    counts = q.level_counts(session, start, end)
+    scored = sum(counts.values())
+    expected = reference.expected_alert_rates or {}
+    window_start = outcomes_from
+    known = q.escalation_outcomes(session, window_start, end)
+    escalated = [r for r in known if r["escalated"]]
+    levels, notes = [], []
+    for k, level in enumerate(ALERT_LEVELS):
+        at_or_above = set(ALERT_LEVELS[: k + 1])
+        raised = sum(counts.get(name, 0) for name in at_or_above)
+        rate, want = _share(raised, scored), expected.get(level)
+        alerted = [r for r in known if r["risk_level"] in at_or_above]
+        hits = sum(1 for r in alerted if r["escalated"])
+        off = (rate is not None and want is not None and want > 0 and scored >= PSI_MIN_SAMPLE
+               and not RATE_BAND[0] <= rate / want <= RATE_BAND[1])
+        levels.append(LevelWatch(level=level, raised=raised, rate=rate, expected_rate=want, off=off,
+                                 outcomes_alerted=len(alerted), recall=_share(hits, len(escalated)),
+                                 precision=_share(hits, len(alerted))))
+        if off:
+            notes.append(f"{level}{'' if k == 0 else '及以上'}占 {rate:.1%}，模型卡预期 {want:.1%}：请核查模型与来件构成")
+    if not expected:
+        notes.append("当前模型卡没有预期预警率（expected_alert_rates），无法比较")
+    if not known:
+        notes.append("统计期内没有记录升级结果（POST /v1/complaints/{id}/outcome），无法评估召回与精确率")
+    missed = [r for r in escalated if r["alert_id"] is None]
+    missed.sort(key=lambda r: (-(r["risk_score"] or 0.0), r["received_at"], r["id"]))
+    return AlertWatch(
+        levels=levels, outcomes_from=window_start, outcomes_to=end, outcomes=len(known),
+        escalated=len(escalated), missed_total=len(missed),
+        missed=[MissedItem(**{name: r[name] for name in MissedItem.model_fields}) for r in missed[:q.LIST_LIMIT]],
+        note="；".join(notes) or None)
+
+
 def build_digest(session: Session, week: Week, *, reference: Reference = NO_REFERENCE,
                  now: datetime | None = None) -> WeeklyDigest:
     """The digest of `week` as the database has it now."""
@@ -269,7 +317,8 @@ def build_digest(session: Session, week: Week, *, reference: Reference = NO_REFE
         week=week.label, start=week.start, end=week.end, timezone=week.zone.key, complete=week.end <= now,
         generated_at=now, volume=volume, **_breakdowns(session, week), branches=_branches(session, week),
         high_risk=_high_risk(session, week), letters=_letters(session, week), handling=_handling(session, week),
-        topics=_topics(session, week, volume.this_week), model_health=_model_health(session, week, reference))
+        topics=_topics(session, week, volume.this_week), model_health=_model_health(session, week, reference),
+        alert_watch=alert_watch(session, week.start, week.end, week.shift(-(OUTCOME_WEEKS - 1)).start, reference))
 
 
 def content_hash(digest: WeeklyDigest) -> str:

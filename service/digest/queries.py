@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.deadlines import DUE_SOON_DAYS, RESPONSE_PERIODS, end_of_day, response_due
 from service.digest.weeks import Week
-from service.tables import Alert, Complaint, Letter, LetterItem, OutboxMessage, UTCDateTime
+from service.tables import Alert, Complaint, ComplaintOutcome, Letter, LetterItem, OutboxMessage, UTCDateTime
 
 UNCLASSIFIED = "未分类"
 HIGH = "高"
@@ -294,3 +294,28 @@ def score_summary(session: Session, start: datetime, end: datetime, bins: int = 
                                .group_by(Complaint.model_version).order_by(func.count().desc()))
     return {"total": int(total), "scored": int(scored), "needs_review": int(review),
             "histogram": [int(h) for h in hist], "versions": [(str(v), int(n)) for v, n in versions]}
+
+
+# --- alert watch --------------------------------------------------------------------------------
+def level_counts(session: Session, start: datetime, end: datetime) -> dict[str, int]:
+    """Requests received in [start, end) per risk level (scored ones only)."""
+    rows = session.execute(select(Complaint.risk_level, func.count())
+                           .where(_within(Complaint.received_at, start, end), Complaint.risk_level.is_not(None))
+                           .group_by(Complaint.risk_level))
+    return {str(level): int(n) for level, n in rows}
+
+
+def escalation_outcomes(session: Session, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Requests received in [start, end) whose escalation is known: the latest outcome that said
+    escalated or not, with the risk level it was scored at and whether it raised an alert."""
+    latest = (select(ComplaintOutcome.complaint_id, func.max(ComplaintOutcome.id).label("outcome_id"))
+              .where(ComplaintOutcome.escalated.is_not(None)).group_by(ComplaintOutcome.complaint_id).subquery())
+    rows = session.execute(
+        select(Complaint.id, Complaint.external_id, Complaint.received_at, Complaint.branch, Complaint.channel,
+               Complaint.category, Complaint.cause, Complaint.risk_level, Complaint.risk_score,
+               _excerpt().label("excerpt"), Complaint.alert_id, ComplaintOutcome.escalated)
+        .join(latest, latest.c.complaint_id == Complaint.id)
+        .join(ComplaintOutcome, ComplaintOutcome.id == latest.c.outcome_id)
+        .where(_within(Complaint.received_at, start, end))
+        .order_by(Complaint.received_at, Complaint.id))
+    return [dict(r._mapping) for r in rows]

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
 
 from service.digest import charts
 from service.digest.schema import WeeklyDigest
+from service.templating import environment, render_html
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FORMATS = {"json": "application/json", "html": "text/html; charset=utf-8", "text": "text/plain; charset=utf-8",
@@ -93,8 +95,7 @@ def title(digest: WeeklyDigest) -> str:
 
 
 def _environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, trim_blocks=True,
-                      lstrip_blocks=True, autoescape=select_autoescape(["html", "html.j2"]))
+    env = environment(FileSystemLoader(TEMPLATES))
     env.filters.update(pct=pct, signed_pct=signed_pct, signed=signed, number=number, pad=pad, clip=clip)
     env.globals.update(OVERDUE_KINDS=OVERDUE_KINDS, LETTER_STATUS=LETTER_STATUS, ALERT_STATUS=ALERT_STATUS,
                        STATUS=STATUS)
@@ -116,14 +117,14 @@ def to_json(digest: WeeklyDigest) -> bytes:
     return digest.model_dump_json(indent=2).encode("utf-8")
 
 
-def to_html(digest: WeeklyDigest, image_src: Callable[[str, bytes], str] | None = None) -> str:
+def to_html(digest: WeeklyDigest, image_src: Callable[[str, bytes], str] | None = None) -> Markup:
     """Print-ready HTML. Charts are PNG data URIs unless `image_src(name, png)` says otherwise (an
     email may refer to inline attachments instead)."""
     pngs = charts.all_charts(digest)
     src = image_src or (lambda _name, png: "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
     images = {name: src(name, png) for name, png in pngs.items()}
-    return _ENV.get_template("digest.html.j2").render(**_context(digest), images=images,
-                                                       charts_numbered=charts.cjk_font() is None)
+    return render_html(_ENV.get_template("digest.html.j2"), **_context(digest), images=images,
+                       charts_numbered=charts.cjk_font() is None)
 
 
 def to_text(digest: WeeklyDigest) -> str:

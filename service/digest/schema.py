@@ -54,7 +54,9 @@ class BranchRow(BaseModel):
     open_over_15: int = Field(description="open at the week's end and older than 15 days")
 
 
-class HighRiskItem(BaseModel):
+class RequestRow(BaseModel):
+    """A request as the digest lists it."""
+
     id: int
     external_id: str
     received_at: datetime
@@ -64,6 +66,9 @@ class HighRiskItem(BaseModel):
     cause: str | None
     risk_score: float | None
     excerpt: str = Field(description="the start of the masked text")
+
+
+class HighRiskItem(RequestRow):
     status: str = Field(description="open | closed, at the week's end")
     alert_id: int | None
     alert_status: str | None
@@ -185,6 +190,36 @@ class ModelHealth(BaseModel):
     note: str | None = None
 
 
+class LevelWatch(BaseModel):
+    level: str = Field(description="高, or 中 counting 高 too: the requests at or above it")
+    raised: int = Field(description="requests of the week at or above the level")
+    rate: float | None = Field(description="their share of the week's scored requests")
+    expected_rate: float | None = Field(description="the share the model card expects (held-out writers)")
+    off: bool = Field(description="the rate is under two thirds or over 1.5 times the expected one, "
+                                  "with enough requests to tell")
+    outcomes_alerted: int = Field(description="of the window's requests with a known outcome, those at or above")
+    recall: float | None = Field(description="share of the window's escalated requests at or above the level")
+    precision: float | None = Field(description="share of those at or above the level that escalated")
+
+
+class MissedItem(RequestRow):
+    risk_level: str | None
+
+
+class AlertWatch(BaseModel):
+    """Alerts raised against the rate the model card expects, and, where outcomes are recorded, how
+    past weeks' alerts did: recall and precision, and the escalated requests that got none (漏报)."""
+
+    levels: list[LevelWatch]
+    outcomes_from: datetime = Field(description="the outcome window: requests received from here ...")
+    outcomes_to: datetime = Field(description="... to the week's end")
+    outcomes: int = Field(description="requests of the window with a recorded escalation outcome")
+    escalated: int
+    missed_total: int = Field(description="escalated requests of the window that raised no alert (漏报)")
+    missed: list[MissedItem] = Field(description="漏报 for review, the highest scores first, at most 50")
+    note: str | None = None
+
+
 class WeeklyDigest(BaseModel):
     """投诉处理周报 for one ISO week."""
 
@@ -204,6 +239,7 @@ class WeeklyDigest(BaseModel):
     handling: Handling
     topics: Topics
     model_health: ModelHealth
+    alert_watch: AlertWatch
 
 
 class DigestSendResult(BaseModel):

@@ -43,6 +43,8 @@ class _Writer:
         for r, row in enumerate(rows, start=top + 1):
             for col, value in enumerate(row, start=1):
                 cell = ws.cell(row=r, column=col, value=value)
+                if cell.data_type == "f":  # text from outside ("=HYPERLINK(…)") stays text, never a formula
+                    cell.data_type = "s"
                 if isinstance(value, datetime):
                     cell.number_format = "yyyy-mm-dd hh:mm"
                 elif formats and col in formats:
@@ -205,5 +207,18 @@ def workbook(digest: WeeklyDigest) -> Workbook:
                      {2: PERCENT, 3: PERCENT})
     ws.add_chart(_bar("风险评分分布", ws, 1, [2, 3], top, bottom, horizontal=False), "E2")
     last = w.table(ws, bottom + 2, ["评分模型版本", "件数"], [(r.version, r.count) for r in M.versions])
+    W = d.alert_watch
+    last = w.table(ws, last + 2, ["预警级别", "本周件数", "本周占比", "模型卡预期", "偏离预期", "已知结果中预警",
+                                  "召回率", "精确率"],
+                   [(r.level if r.level == "高" else f"{r.level}及以上", r.raised, r.rate, r.expected_rate,
+                     "是" if r.off else "否", r.outcomes_alerted, r.recall, r.precision) for r in W.levels],
+                   {3: PERCENT, 4: PERCENT, 7: PERCENT, 8: PERCENT})
+    ws.cell(row=last + 1, column=1, value=f"召回率、精确率：{w.time(W.outcomes_from)} 起收到、已记录升级结果 "
+                                          f"{W.outcomes} 件（升级 {W.escalated} 件）；漏报 {W.missed_total} 件")
+    if W.note:
+        ws.cell(row=last + 2, column=1, value=W.note)
+    w.table(ws, last + 4, ["漏报：编号", "收到时间", "网点", "渠道", "类别", "原因", "风险级别", "风险分", "摘要"],
+            [(r.external_id, w.time(r.received_at), r.branch, r.channel, r.category, r.cause, r.risk_level,
+              r.risk_score, r.excerpt) for r in W.missed])
     w.widths(ws, [18, 24, 14])
     return wb

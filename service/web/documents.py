@@ -26,11 +26,15 @@ class Embedded:
     body: Markup
 
 
-def embed(document: str) -> Embedded:
+def embed(document: Markup) -> Embedded:
     """The document's styles (root selectors mapped to :host) and its body, as markup to place in a
-    shadow root. The renderers escape what they interpolate, so their output is trusted markup."""
+    shadow root. Only markup is taken: what `service.templating.render_html` made of an escaping
+    template, so every value in it was escaped; a plain string (anything else) is refused."""
+    if not isinstance(document, Markup):
+        raise TypeError("embed takes the Markup of service.templating.render_html, not a plain string")
     styles = "\n".join(_ROOT_SELECTOR.sub(":host", s) for s in _STYLE.findall(document))
     body = _BODY.search(document)
     if body is None:
         raise ValueError("not an HTML document with a <body>")
+    # "</" cannot end the console's <style> element early: the styles are the document's own.
     return Embedded(Markup(styles.replace("</", "<\\/")), Markup(body.group(1)))

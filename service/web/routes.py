@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from jinja2 import FileSystemLoader, Undefined
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
@@ -35,6 +36,7 @@ from service.letter_schemas import AckIn, ResolveIn
 from service.letters import Access, Letters, mask_ref
 from service.schemas import OutcomeIn
 from service.settings import Settings
+from service.templating import environment
 from service.web import inbox, sessions
 from service.web.complaint_view import HEADS, head_views, highlight, phrases_by_head
 from service.web.documents import embed
@@ -76,9 +78,9 @@ def _now() -> datetime:
 
 # --- templates ------------------------------------------------------------------------------------
 def _templates(settings: Settings) -> Jinja2Templates:
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    env = templates.env
-    env.trim_blocks = env.lstrip_blocks = True
+    # Lenient undefined: pages test optional values (`form.note`, `c.alert.letter`) that may be absent.
+    env = environment(FileSystemLoader(HERE / "templates"), undefined=Undefined)
+    templates = Jinja2Templates(env=env)
     zone = settings.zone
 
     def local(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:

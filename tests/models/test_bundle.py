@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.bundle import RISK_LEVELS
+from models.bundle import RISK_LEVELS, PredictConfig
 from training.data import Columns, load_dataset
 from training.fit import TrainParams, choose_thresholds, fit_bundle
 
@@ -86,10 +86,25 @@ def test_pii_never_reaches_the_explanation(demo_bundle):
 def test_risk_levels_follow_thresholds():
     score = np.linspace(0, 1, 101)
     y = (score > 0.5).astype(int)
-    t = choose_thresholds(score, y, high_recall=0.5, medium_recall=0.9)
+    t = choose_thresholds(score, y, PredictConfig(high_precision=None, high_recall=0.5, medium_recall=0.9))
     assert t["高"] >= t["中"]
     assert np.mean(score[y == 1] >= t["中"]) >= 0.9
     assert np.mean(score[y == 1] >= t["高"]) >= 0.5
+
+
+def test_high_starts_where_alerts_reach_the_precision_asked_for():
+    rng = np.random.default_rng(0)
+    score = rng.random(2000)
+    y = (rng.random(2000) < score).astype(int)  # calibrated: precision rises with the score
+    t = choose_thresholds(score, y, PredictConfig(high_precision=0.85, medium_recall=0.85))
+    alert = score >= t["高"]
+    assert y[alert].mean() >= 0.85
+    lower = score >= np.max(score[score < t["高"]])  # one more row and the alerts fall short
+    assert y[lower].mean() < 0.85
+    assert np.mean(score[y == 1] >= t["中"]) >= 0.85 and t["高"] >= t["中"]
+    # No score reaches the precision: 高 falls back to catching high_recall of the disputes.
+    never = choose_thresholds(score, y, PredictConfig(high_precision=1.01, high_recall=0.3, medium_recall=0.85))
+    assert abs(np.mean(score[y == 1] >= never["高"]) - 0.3) < 0.01
 
 
 def test_heads_follow_the_labels_the_data_has(tmp_path):

@@ -52,7 +52,9 @@ def shared_present() -> bool:
 @pytest.mark.timeout(300)
 def test_01_data_exploration(champion):
     text, figures = run("01")
-    assert "demo corpus: 3,660 requests" in text and figures >= 3
+    written = sum(1 for part in (ROOT / "data/demo/parts").glob("*.jsonl") for line in part.open(encoding="utf-8")
+                  if line.strip())
+    assert f"demo corpus: {written:,} requests" in text and figures >= 3
     if shared_present():
         assert "CFPB: " in text and "bank_dev: 200 requests" in text and "binomial test" in text
     else:
@@ -86,4 +88,11 @@ def test_03_error_analysis_and_retraining(champion):
     assert "outcomes recorded" in text and "wrote " in text and "labelled requests" in text  # export-labels
     assert "decision: PROMOTED" in text or "decision: REFUSED" in text
     assert "PromotionRefused: " in text and "scores worse than champion" in text  # the weak challenger
+    if (nbsupport.shared_dir() / nbsupport.BANK_DEV).is_file():  # recalibration on bank_dev rows 1-120
+        assert "outcomes = data rows 1-120" in text and "held out = rows 121-200 (80 rows)" in text
+        assert "recalibrated version " in text and "Platt map" in text and "log-loss" in text
+        assert "recalibrated version: PROMOTED" in text or "recalibrated version: REFUSED" in text
+        assert "on the 80 held-out rows (data rows 121-200)" in text and "held-out risk log-loss" in text
+    else:
+        assert "skipping the recalibration demonstration" in text
     assert registry.current() == before and os.listdir(registry.versions_dir) == [before]

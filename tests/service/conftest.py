@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -28,8 +29,9 @@ PG_SERVER = os.environ.get("XIAOBAO_TEST_PG_URL", "postgresql+psycopg://postgres
 SCOPES = ("intake", "admin", "protection", "department:信用卡中心")
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+@contextmanager
+def throwaway_pg_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
     name = f"xiaobao_test_{os.getpid()}_{secrets.token_hex(4)}"
     server = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
     try:
@@ -39,10 +41,18 @@ def pg_url() -> Iterator[str]:
         server.dispose()
         pytest.fail(f"PostgreSQL at {PG_SERVER} is unreachable ({str(exc.orig).splitlines()[0]}); start it "
                     "(.ci/run does) or set XIAOBAO_TEST_BACKENDS=sqlite for the SQLite half only", pytrace=False)
-    yield PG_SERVER.rsplit("/", 1)[0] + "/" + name
-    with server.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    server.dispose()
+    try:
+        yield PG_SERVER.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with throwaway_pg_database() as url:
+        yield url
 
 
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path_factory) -> str:

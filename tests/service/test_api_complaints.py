@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime
 
@@ -68,8 +69,54 @@ def test_same_external_id_answers_200_with_the_stored_record(client, h, db):
     again = client.post("/v1/complaints", json=_body(text="完全不同的内容：存款利息咨询", channel="手机银行"),
                         headers=h["intake"])
     assert again.status_code == 200
-    assert again.json() == {**first, "created": False}
+    # The stored record, unchanged; `differs` says which of the fields sent this time were not what it holds.
+    assert again.json() == {**first, "created": False, "differs": ["text", "channel"]}
     assert _count(db) == 1
+
+
+def test_a_repeat_says_whether_its_content_differed_from_the_stored_record(client, h, db):
+    first = client.post("/v1/complaints", json=_body(), headers=h["intake"]).json()
+    assert first["differs"] == []
+    same = client.post("/v1/complaints", json=_body(branch=" 高新区支行 ", text=PII_TEXT + "\u200b"),
+                       headers=h["intake"])  # the same once cleaned: no difference
+    assert same.status_code == 200 and same.json()["differs"] == []
+    other = client.post("/v1/complaints", json=_body(amount=601.0, received_at="2026-05-06T10:15:00+00:00",
+                                                     customer_ref="C0002", product=None, repeat_count=3),
+                        headers=h["intake"])
+    assert other.status_code == 200
+    assert other.json()["differs"] == ["received_at", "customer_ref", "product", "amount", "repeat_count"]
+    batch = client.post("/v1/complaints/batch", json={"items": [_body(external_id="B-1"), _body(external_id="B-1",
+                                                                                               branch="营业部")]},
+                        headers=h["intake"]).json()
+    assert [(i["created"], i["differs"]) for i in batch["items"]] == [(True, []), (False, ["branch"])]
+    assert _count(db) == 2
+
+
+def test_bidi_controls_are_stripped_from_text_and_refused_in_ids(client, h, db):
+    bidi = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    r = client.post("/v1/complaints", json=_body(text=f"信用卡{bidi}年费\u202e0001\u202c多扣", branch=f"高新{bidi}区支行",
+                                                 customer_ref=f"C{bidi}1", product=f"白金{bidi}卡"),
+                    headers=h["intake"])
+    assert r.status_code == 201, r.text[:300]
+    record = client.get(f"/v1/complaints/{r.json()['id']}", headers=h["admin"]).json()
+    assert record["text"] == "信用卡年费0001多扣"  # nothing else changed
+    assert (record["branch"], record["customer_ref"], record["product"]) == ("高新区支行", "C1", "白金卡")
+    for i, c in enumerate(bidi + "\u200b\ufeff\x07"):
+        refused = client.post("/v1/complaints", json=_body(external_id=f"ID{c}{i}"), headers=h["intake"])
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "external_id", repr(c)
+        assert f"U+{ord(c):04X}" in refused.json()["error"]["message"]
+    assert _count(db) == 1
+    only_bidi = client.post("/v1/complaints", json=_body(external_id="BIDI-ONLY", text=bidi), headers=h["intake"])
+    assert only_bidi.status_code == 422 and only_bidi.json()["error"]["field"] == "text"
+
+
+def test_what_ids_refuse_is_what_cleaning_drops():
+    from models.text import clean
+    from service.schemas import INVISIBLE
+
+    chars = "".join(chr(c) for c in range(0x10000) if re.fullmatch(f"[{INVISIBLE}]", chr(c)))
+    assert len(chars) == 29 + 1 + 5 + 9 + 1  # C0 but tab, newline and CR; DEL; zero-width; bidi; BOM
+    assert clean(f"甲{chars}乙") == "甲乙"
 
 
 def test_concurrent_duplicates_store_one_record(client, h, db):

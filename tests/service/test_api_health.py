@@ -103,3 +103,32 @@ def test_metrics_count_requests_predictions_and_the_model(client, h, holder):
     assert latency['xiaobao_http_request_duration_seconds_count{method="GET",route="/v1/complaints/{complaint_id}",status="404"}'] == 1
     assert latency['xiaobao_http_request_duration_seconds_count{method="POST",route="/v1/complaints",status="201"}'] == 1
     assert latency['xiaobao_http_request_duration_seconds_count{method="POST",route="/v1/complaints",status="200"}'] == 1
+
+
+def test_metrics_watch_the_alert_rate_and_past_alerts(client, h, holder):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    texts = ["请问信用卡积分怎么兑换礼品", "第三次打电话了，盗刷的钱一个月没人答复，我会向金融监管部门投诉并找媒体曝光",
+             "存款利息怎么算", "理财亏了一半，当初经理说保本，再不处理我就起诉"]
+    ids = []
+    for i, t in enumerate(texts):
+        r = client.post("/v1/complaints", json={"external_id": f"W{i}", "text": t, "channel": "电话客服",
+                                                "branch": "营业部", "received_at": (now - timedelta(hours=i + 1)).isoformat()},
+                        headers=h["intake"])
+        assert r.status_code == 201
+        ids.append(r.json())
+    calm = next(c for c in ids if c["alert"] is None)
+    client.post(f"/v1/complaints/{calm['id']}/outcome", json={"escalated": True}, headers=h["admin"])
+    body = client.get("/metrics").text
+    levels = [c["prediction"]["risk"]["level"] for c in ids]
+    rate = _samples(body, "xiaobao_risk_level_rate")
+    assert rate['xiaobao_risk_level_rate{level="高"}'] == levels.count("高") / 4
+    assert rate['xiaobao_risk_level_rate{level="中"}'] == (levels.count("高") + levels.count("中")) / 4
+    expected = holder.get().meta["expected_alert_rates"]
+    assert _samples(body, "xiaobao_risk_level_expected_rate") == {
+        f'xiaobao_risk_level_expected_rate{{level="{k}"}}': v for k, v in expected.items()}
+    assert _samples(body, "xiaobao_escalation_outcomes") == {"xiaobao_escalation_outcomes": 1.0}
+    assert _samples(body, "xiaobao_alerts_missed") == {"xiaobao_alerts_missed": 1.0}
+    assert _samples(body, "xiaobao_alert_recall")['xiaobao_alert_recall{level="高"}'] == (
+        1.0 if calm["prediction"]["risk"]["level"] == "高" else 0.0)

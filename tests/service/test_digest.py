@@ -312,3 +312,47 @@ def test_content_hash_ignores_the_generation_time(db):
     assert a.generated_at != b.generated_at and content_hash(a) == content_hash(b)
     _add(db, complaint("2026-05-13 10:00"))
     assert content_hash(_digest(db)) != content_hash(a)
+
+
+def test_alert_watch_rates_against_the_card_recall_precision_and_missed_disputes(db):
+    from service.tables import ComplaintOutcome
+
+    reference = Reference("v-test", None, {"高": 0.1, "中": 0.3})
+    high = [complaint("2026-05-12 10:00", level="高", score=0.9, alert=alert()) for _ in range(20)]
+    medium = [complaint("2026-05-12 11:00", level="中", score=0.5) for _ in range(10)]
+    low = [complaint("2026-05-13 09:00", level="低", score=0.05) for _ in range(10)]
+    earlier = complaint("2026-04-01 09:00", level="低", score=0.31, text="第三次来电，仍未解决")  # in the window
+    too_old = complaint("2026-01-05 09:00", level="低", score=0.2)  # before the 12 weeks
+    _add(db, *high, *medium, *low, earlier, too_old)
+    outcomes = ([ComplaintOutcome(complaint=c, escalated=True) for c in high[:15]]
+                + [ComplaintOutcome(complaint=c, escalated=False) for c in high[15:]]
+                + [ComplaintOutcome(complaint=medium[0], escalated=True),
+                   ComplaintOutcome(complaint=low[0], escalated=True), ComplaintOutcome(complaint=low[1], escalated=False),
+                   # the latest outcome that says counts: first yes, then no
+                   ComplaintOutcome(complaint=low[2], escalated=True), ComplaintOutcome(complaint=low[2], escalated=False),
+                   ComplaintOutcome(complaint=low[3], escalated=None, note="回访"),
+                   ComplaintOutcome(complaint=earlier, escalated=True),
+                   ComplaintOutcome(complaint=too_old, escalated=True)])
+    _add(db, *outcomes)
+    w = _digest(db, reference=reference).alert_watch
+    by = {r.level: r for r in w.levels}
+    assert (by["高"].raised, by["中"].raised) == (20, 30)
+    assert by["高"].rate == pytest.approx(0.5) and by["高"].expected_rate == 0.1 and by["高"].off
+    assert by["中"].rate == pytest.approx(0.75) and by["中"].off
+    # Outcomes known for 20 high, 1 medium, 3 low (low[3] said nothing) and the earlier one: 25, of which 18 escalated.
+    assert (w.outcomes, w.escalated) == (25, 18)
+    assert by["高"].outcomes_alerted == 20
+    assert by["高"].recall == pytest.approx(15 / 18, abs=1e-4) and by["高"].precision == pytest.approx(15 / 20)
+    assert by["中"].recall == pytest.approx(16 / 18, abs=1e-4) and by["中"].precision == pytest.approx(16 / 21, abs=1e-4)
+    # 漏报: escalated and no alert, highest score first; the one from before the window is not listed.
+    assert [m.external_id for m in w.missed] == [medium[0].external_id, earlier.external_id, low[0].external_id]
+    assert w.missed_total == 3 and w.missed[1].excerpt.startswith("第三次来电")
+    assert "模型卡预期" in w.note
+
+
+def test_alert_watch_says_why_it_cannot_judge(db):
+    _add(db, complaint("2026-05-12 10:00", level="高", score=0.9))
+    w = _digest(db).alert_watch
+    assert w.outcomes == 0 and w.missed == [] and all(r.recall is None and r.precision is None for r in w.levels)
+    assert all(r.expected_rate is None and not r.off for r in w.levels)
+    assert "expected_alert_rates" in w.note and "升级结果" in w.note

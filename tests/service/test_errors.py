@@ -110,3 +110,26 @@ def test_undecodable_or_non_json_bodies_say_so(client, h):
     assert r.status_code == 400 and r.json()["error"]["field"] == "body" and "UTF-8" in r.json()["error"]["message"]
     r = client.post("/v1/predict", content=b'{"text": "ok"}', headers={**h["intake"], "Content-Type": "text/plain"})
     assert r.status_code == 422 and "application/json" in r.json()["error"]["message"]
+
+
+def test_json_nested_too_deeply_says_so(client, h):
+    deep = b'{"text": "ok", "items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    r = client.post("/v1/predict", content=deep, headers={**h["intake"], "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text[:300]
+    error = r.json()["error"]
+    assert error["code"] == "invalid_json" and error["field"] == "body"
+    assert "nested too deeply" in error["message"] and "UTF-8" not in error["message"]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("path, body", [
+    ("/v1/predict", b'{"text": "ok", "amount": %s}'),
+    ("/v1/predict", b'{"items": [{"text": "ok", "amount": %s}]}'),
+    ("/v1/complaints", b'{"external_id": "x", "text": "t", "channel": "\\u624b\\u673a\\u94f6\\u884c", "branch": "b", '
+                       b'"received_at": "2026-01-01T09:00:00", "amount": %s}'),
+])
+def test_amounts_that_are_not_finite_numbers_say_so(client, h, number, path, body):
+    r = client.post(path, content=body % number, headers={**h["admin"], "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text[:300]
+    error = r.json()["error"]
+    assert error["field"].endswith("amount") and "not a finite number" in error["message"], error

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,41 +72,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory, trained_registry, holder, corpus) -> Iterator[LiveServer]:
-    registry, _ = trained_registry
-    url = f"sqlite:///{tmp_path_factory.mktemp('console')}/console.db"
-    settings = Settings(database_url=url, registry=registry.root, group_window_minutes=0)
-    db = Database(url)
+@contextmanager
+def serving(settings: Settings, holder) -> Iterator[LiveServer]:
+    """The app for `settings` served by uvicorn on a free port in its own thread, with an intake,
+    an admin and a protection key; stopped (and its database released) afterwards."""
+    db = Database(settings.database_url)
     app = create_app(settings, database=db, model=holder)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="console-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the console server did not start"
-        time.sleep(0.05)
-    live = LiveServer(f"http://127.0.0.1:{port}", db, url)
-    with db.transaction() as session:
-        for scope in ("intake", "admin", "protection"):
-            _, live.keys[scope] = create_key(session, f"web-{scope}", scope)
-    with httpx.Client(base_url=live.url, timeout=30) as http:
-        intake = {"Authorization": f"Bearer {live.keys['intake']}"}
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the console server did not start"
+            time.sleep(0.05)
+        live = LiveServer(f"http://127.0.0.1:{port}", db, settings.database_url)
+        with db.transaction() as session:
+            for scope in ("intake", "admin", "protection"):
+                _, live.keys[scope] = create_key(session, f"web-{scope}", scope)
+        yield live
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        db.dispose()
 
-        def post(body: dict) -> dict:
-            response = http.post("/v1/complaints", json=body, headers=intake)
-            assert response.status_code == 201, response.text
-            return response.json()
 
-        seed(post, corpus)
-        listed = http.get("/v1/letters", params={"limit": 200}, headers={"Authorization": f"Bearer {live.keys['admin']}"})
-        live.letters = listed.json()["items"]
-    assert live.letters, "the seeded referrals raised no letter"
-    yield live
-    server.should_exit = True
-    thread.join(timeout=10)
-    db.dispose()
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, trained_registry, holder, corpus) -> Iterator[LiveServer]:
+    registry, _ = trained_registry
+    url = f"sqlite:///{tmp_path_factory.mktemp('console')}/console.db"
+    with serving(Settings(database_url=url, registry=registry.root, group_window_minutes=0), holder) as live:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            intake = {"Authorization": f"Bearer {live.keys['intake']}"}
+
+            def post(body: dict) -> dict:
+                response = http.post("/v1/complaints", json=body, headers=intake)
+                assert response.status_code == 201, response.text
+                return response.json()
+
+            seed(post, corpus)
+            listed = http.get("/v1/letters", params={"limit": 200},
+                              headers={"Authorization": f"Bearer {live.keys['admin']}"})
+            live.letters = listed.json()["items"]
+        assert live.letters, "the seeded referrals raised no letter"
+        yield live
 
 
 @pytest.fixture(scope="session")
@@ -121,12 +132,14 @@ def browser():
 
 
 @pytest.fixture
-def open_page(browser, live_server):
-    """`open_page(width=1280)`: a page in a fresh browser context (its own cookies) at that width."""
+def open_page(browser, request):
+    """`open_page(width=1280)`: a page in a fresh browser context (its own cookies) at that width, on
+    `live_server` unless `base_url` names another server."""
     contexts = []
 
-    def make(width: int = 1280, height: int = 900):
-        context = browser.new_context(viewport={"width": width, "height": height}, base_url=live_server.url,
+    def make(width: int = 1280, height: int = 900, base_url: str | None = None):
+        base_url = base_url or request.getfixturevalue("live_server").url
+        context = browser.new_context(viewport={"width": width, "height": height}, base_url=base_url,
                                       locale="zh-CN")
         context.set_default_timeout(15_000)
         contexts.append(context)
