@@ -21,7 +21,9 @@ from models.text import Segmenter, _engine, read_word_list
 
 MAX_PHRASE_WORDS = 3
 MAX_PHRASE_CHARS = 16
-_MASKED = re.compile(r"[\w.@-]*\*{2,}[\w.@-]*")  # identifiers masked by clean(): never a phrase
+# Identifiers masked by clean() (139****5678, z***@x.cn) are never a phrase. ASCII only: \w would
+# also match the Chinese words either side and leave the whole clause unexplained.
+_MASKED = re.compile(r"[0-9A-Za-z_.@-]*\*{2,}[0-9A-Za-z_.@-]*")
 _DIGITS = re.compile(r"[\d.,%]+$")
 # Single function characters join words inside a phrase (卡被吞) but never start or end one (年费被).
 _FUNCTION_CHARS = frozenset("被把了都会说也又还就在给让对从向跟很太再才却已而并但及等的地得着过吧呢啊吗呀哦嘛和与或我你您他她它那这")

@@ -71,6 +71,12 @@ def recalibrate(registry: Registry, ref: str, ds: Dataset, *, check_frac: float 
     if len(idx) < MIN_OUTCOMES or min(positives, len(idx) - positives) < MIN_EACH_OUTCOME:
         raise DataError(f"{ds.source}: {len(idx)} outcomes ({positives} escalated); recalibration needs at least "
                         f"{MIN_OUTCOMES}, with {MIN_EACH_OUTCOME} or more of each outcome")
+    # Both parts need each outcome: the fit for the calibrator, the check for the gate's comparison.
+    minority = min(positives, len(idx) - positives)
+    n_check = int(np.ceil(check_frac * len(idx)))
+    if min(n_check, len(idx) - n_check) < 2 or min(minority * check_frac, minority * (1 - check_frac)) < 2:
+        raise DataError(f"--check-frac {check_frac} leaves too few of each outcome to fit on or to check "
+                        f"({len(idx)} outcomes, {positives} escalated); use a fraction nearer 0.3")
     outcomes = ds.subset(idx)
     fit_rows, check_rows = train_test_split(np.arange(len(outcomes)), test_size=check_frac, random_state=seed,
                                             stratify=y_all)
