@@ -235,7 +235,8 @@ INJECTED_JS = """() => {
   }
   return found;
 }""".replace("FORBIDDEN", json.dumps(sorted(FORBIDDEN_TAGS))).replace("CONSOLE_SCRIPT", CONSOLE_SCRIPT)
-# Every text node of the page, shadow roots included, and the values of form fields.
+# Every text node of the page, shadow roots included, and the values of form fields; a text with
+# highlighted phrases is also taken whole (its <mark>s split it into several text nodes).
 TEXT_JS = """() => {
   const parts = [document.title], roots = [document];
   for (let i = 0; i < roots.length; i++) {
@@ -244,6 +245,7 @@ TEXT_JS = """() => {
     for (const el of roots[i].querySelectorAll("*")) {
       if (el.shadowRoot) roots.push(el.shadowRoot);
       if (el.localName === "option" || el.localName === "input") parts.push(el.value);
+      if (el.querySelector(":scope > mark")) parts.push(el.textContent);
     }
   }
   return parts.join("\\n");
