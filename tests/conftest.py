@@ -19,6 +19,46 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+# The longest modules (measured with --durations), started first: with `-n 2 --dist loadfile` each
+# worker takes whole modules in collection order, so a long module collected last would leave one
+# core idle while the other finishes it.
+LONGEST_FIRST = [
+    "tests/test_readme.py",
+    "tests/notebooks/test_notebooks.py",
+    "tests/service/test_proof.py",
+    "tests/models/test_encoder.py",
+    "tests/training/test_cli.py",
+    "tests/service/web/test_console_hostile.py",
+    "tests/models/test_registry.py",
+    "tests/models/test_finetune.py",
+    "tests/service/test_fuzz.py",
+    "tests/training/test_calibration.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
+
+# Notebook wall times reach this process (the xdist controller, or the only one) in test reports
+# and are printed at the end of the run.
+NOTEBOOK_WALL_TIME = "notebook wall time"
+_notebook_wall_times: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _notebook_wall_times.update(value for key, value in report.user_properties if key == NOTEBOOK_WALL_TIME)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _notebook_wall_times:
+        terminalreporter.write_sep("-", "notebooks: wall time")
+        for name, seconds in sorted(_notebook_wall_times.items()):
+            terminalreporter.write_line(f"{name}: {seconds:.1f} s")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_registry(tmp_path_factory):
     """No test may touch the developer's own registry under models/registry."""

@@ -1,12 +1,17 @@
-"""Wall time of each executed notebook, reported at the end of the run."""
+"""Wall time of each executed notebook, handed to the report of the test that ran it."""
 
 from __future__ import annotations
 
-WALL_TIMES: dict[str, float] = {}
+import pytest
+
+from tests.conftest import NOTEBOOK_WALL_TIME
+
+WALL_TIMES: dict[str, float] = {}  # filled by test_notebooks.run in the process that runs the notebook
 
 
-def pytest_terminal_summary(terminalreporter):
-    if WALL_TIMES:
-        terminalreporter.write_sep("-", "notebooks: wall time")
-        for name, seconds in WALL_TIMES.items():
-            terminalreporter.write_line(f"{name}: {seconds:.1f} s")
+@pytest.fixture(autouse=True)
+def _report_wall_times(request: pytest.FixtureRequest):
+    """User properties travel from an xdist worker to the controller, which prints them."""
+    yield
+    while WALL_TIMES:
+        request.node.user_properties.append((NOTEBOOK_WALL_TIME, WALL_TIMES.popitem()))
