@@ -79,8 +79,11 @@ run: model fonts
 encoder: $(STAMP)
 	@test -f models/encoder_e5/model.safetensors || $(XIAOBAO) encoder build --out models/encoder_e5
 
+# ruff, then the import contracts of pyproject.toml's [tool.importlinter] (training → models ← service,
+# no cycles inside a package; docs/architecture.md, section 1).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Both cores (pytest-xdist, one test module per worker so module fixtures are built once); the slowest
 # 15 tests are printed at the end so a regression shows.
@@ -109,4 +112,4 @@ proof: $(STAMP) $(CORPUS) model
 	$(PY) -m bench.service
 
 clean:
-	rm -rf $(VENV) var $(REGISTRY) $(CORPUS) .pytest_cache .ruff_cache
+	rm -rf $(VENV) var $(REGISTRY) $(CORPUS) .pytest_cache .ruff_cache .import_linter_cache

@@ -30,9 +30,10 @@ from bench.encoder import CHARS as SPEED_CHARS
 from bench.encoder import load_texts as speed_texts  # the texts bench/encoder.py times
 from models.registry import Registry
 from models.text import clean
+from training.common import FinetuneParams, TrainParams
 from training.data import Columns, Dataset, load_dataset
 from training.evaluate import evaluate
-from training.fit import FinetuneParams, TrainParams, encode, load_encoder
+from training.fit import encode, load_encoder
 from training.pipeline import cross_validate, train
 
 TARGETS = {"fullcols_hybrid_macro_f1": 0.87, "bodies_hybrid_macro_f1": 0.93, "encoder_texts_per_s": 50,

@@ -1,8 +1,12 @@
 """Prediction heads: calibrated multi-class, multi-label and binary-risk classifiers.
 
-Each follows the scikit-learn estimator contract (fit / predict / predict_proba) and, once fitted,
-keeps only its `LinearWeights` and a few calibration numbers, so the bundle is small and prediction
-is one sparse product.
+They are this project's own classes, fitted by `training/fit.py` and scored by `models/bundle.py`,
+not scikit-learn estimators: they borrow its method names (fit / predict / predict_proba, fitted
+attributes ending in `_`) and use its models inside, but `fit` takes the calibration folds (`cv`)
+and the hybrid and risk heads take several arrays (text features, embeddings, structured fields), so
+they have no get_params / set_params and `sklearn.base.clone`, pipelines and grid search do not apply.
+Once fitted, each keeps only its `LinearWeights` and a few calibration numbers, so the bundle is small
+and prediction is one sparse product.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
@@ -106,7 +109,7 @@ def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded").x))
 
 
-class LinearTextClassifier(ClassifierMixin, BaseEstimator):
+class LinearTextClassifier:
     """Multi-class linear SVM whose scores are calibrated by temperature scaling.
 
     The temperature is fitted on out-of-fold scores, so probabilities mean what they say on unseen
@@ -162,7 +165,7 @@ class LinearTextClassifier(ClassifierMixin, BaseEstimator):
         return x_row.indices, x_row.data * self.weights_.column_weights(x_row.indices, class_index)
 
 
-class HybridTextClassifier(ClassifierMixin, BaseEstimator):
+class HybridTextClassifier:
     """The linear text head and a logistic regression on frozen encoder embeddings, stacked.
 
     Both are fitted on the same folds; a small multinomial regression learns from their out-of-fold
@@ -217,7 +220,7 @@ class HybridTextClassifier(ClassifierMixin, BaseEstimator):
         return self.linear_.contributions(x_row, class_index)
 
 
-class MultiLabelTextClassifier(ClassifierMixin, BaseEstimator):
+class MultiLabelTextClassifier:
     """One-vs-rest linear SVMs with Platt-scaled scores; a text gets every label over its threshold
     (and always its best one)."""
 
@@ -313,7 +316,7 @@ def _scaling(Z: np.ndarray, columns, scaled: set[int]) -> tuple[np.ndarray, np.n
     return mean, scale
 
 
-class RiskClassifier(ClassifierMixin, BaseEstimator):
+class RiskClassifier:
     """Dispute probability from text and structured fields, by stacking.
 
     A text-only logistic regression is fitted first; its out-of-fold logit joins the structured

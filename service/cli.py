@@ -9,45 +9,13 @@ from pathlib import Path
 
 from service import delivery_cli
 from service.auth import KeyCommandError
+from service.cli_common import ServiceCliError, load_settings, open_database
 from service.db import DatabaseError
 from service.digest import cli as digest_cli
 from service.labels import ExportError
 
-
-class ServiceCliError(Exception):
-    """A one-line message for the user; the CLI exits with status 2."""
-
-
 KNOWN_ERRORS: tuple[type[Exception], ...] = (ServiceCliError, KeyCommandError, DatabaseError, ExportError,
                                              *delivery_cli.KNOWN_ERRORS)
-
-
-def _settings(args: argparse.Namespace):
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = ".".join(str(p) for p in err["loc"])
-        raise ServiceCliError(f"setting {name} (XIAOBAO_{name.upper()}): {err['msg']}") from None
-
-
-def _database(settings, *, migrate: bool = True):
-    """The database, reachable and at the latest schema, or a one-line error."""
-    from service.db import Database
-
-    db = Database(settings.database_url)
-    problem = db.ping()
-    if problem:
-        db.dispose()
-        raise ServiceCliError(f"{db.url}: {problem}")
-    if migrate:
-        db.upgrade()
-    return db
 
 
 # --- serve -------------------------------------------------------------------------------------
@@ -60,10 +28,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["XIAOBAO_DATABASE_URL"] = args.database_url  # worker processes read it too
     if args.worker:
         os.environ["XIAOBAO_RUN_WORKER"] = "true"
-    settings = _settings(args)
+    settings = load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start
-    _database(settings).dispose()  # refuse to start on an unreachable database; migrate once, up front
+    open_database(settings).dispose()  # refuse to start on an unreachable database; migrate once, up front
     if args.workers > 1:
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                     log_level=settings.log_level.lower())
@@ -95,7 +63,7 @@ def _fresh_name(session, name: str) -> str:
 def cmd_keys(args: argparse.Namespace) -> None:
     from service import auth
 
-    db = _database(_settings(args))
+    db = open_database(load_settings(args))
     try:
         if args.keys_cmd == "create":
             with db.transaction() as session:
@@ -135,7 +103,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
 def cmd_db(args: argparse.Namespace) -> None:
     from service.db import head_revision
 
-    db = _database(_settings(args), migrate=args.db_cmd == "upgrade")
+    db = open_database(load_settings(args), migrate=args.db_cmd == "upgrade")
     try:
         revision = db.revision()
         note = "latest" if revision == head_revision() else f"latest is {head_revision()}; run `xiaobao db upgrade`"
@@ -148,8 +116,8 @@ def cmd_db(args: argparse.Namespace) -> None:
 def cmd_export_labels(args: argparse.Namespace) -> None:
     from service.labels import export_labels
 
-    settings = _settings(args)
-    db = _database(settings)
+    settings = load_settings(args)
+    db = open_database(settings)
     try:
         summary = export_labels(db, args.out, settings.zone)
     finally:
@@ -165,8 +133,8 @@ def export_outcomes(args: argparse.Namespace, out: Path) -> Path:
     file at `out`: what `xiaobao recalibrate --from-outcomes` refits on."""
     from service.labels import export_labels
 
-    settings = _settings(args)
-    db = _database(settings)
+    settings = load_settings(args)
+    db = open_database(settings)
     try:
         summary = export_labels(db, out, settings.zone)
     finally:
@@ -181,7 +149,7 @@ def cmd_routing(args: argparse.Namespace) -> None:
     """Validate a routing file the way `serve` will, and show where a request would go."""
     from service.routing import load_routing
 
-    settings = _settings(args)
+    settings = load_settings(args)
     request = {"category": args.category, "cause": args.cause, "branch": args.branch, "channel": args.channel}
     known = {"category": (settings.categories, "XIAOBAO_CATEGORIES"), "cause": (settings.causes, "XIAOBAO_CAUSES"),
              "channel": (settings.channels, "XIAOBAO_CHANNELS")}

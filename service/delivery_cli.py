@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from service.cli_common import ServiceCliError, load_settings, open_database
 from service.demo import DemoError
 from service.routing import RoutingError
 
@@ -17,13 +18,12 @@ KNOWN_ERRORS: tuple[type[Exception], ...] = (RoutingError, DemoError)
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from service.alerting import Alerting
-    from service.cli import ServiceCliError, _database, _settings
     from service.clock import SystemClock
     from service.digest.service import DigestJob
     from service.routing import load_routing
     from service.worker import Worker
 
-    settings = _settings(args)
+    settings = load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     routing = load_routing(settings)
@@ -32,7 +32,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         raise ServiceCliError(f"webhook secret variable(s) {', '.join(missing)} not set (named in {routing.source})")
     for warning in routing.warnings:
         logging.getLogger("xiaobao.service").warning("%s", warning)
-    db = _database(settings)
+    db = open_database(settings)
     clock = SystemClock()
     worker = Worker(db, settings, Alerting(settings, routing, clock), clock, jobs=[DigestJob(settings).job()])
     try:
@@ -54,7 +54,6 @@ def cmd_worker(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     import httpx
 
-    from service.cli import ServiceCliError, _settings
     from service.demo import in_process, last_weeks, replay
 
     if args.weeks < 1:
@@ -71,7 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 raise ServiceCliError(f"{args.url}: {type(exc).__name__}: {exc}") from None
         base = args.url.rstrip("/")
     else:
-        settings = _settings(args)
+        settings = load_settings(args)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         with in_process(settings) as (client, key):
             report = replay(client, key, items)

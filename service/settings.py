@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.digest_schedule import parse_schedule
+
 # The intake channels, categories and causes the project uses (../shared/domain.md); configuration,
 # not code, so a bank with other lists changes the environment, not the service.
 DEFAULT_CHANNELS = ["营业网点", "电话客服", "手机银行", "网上银行", "微信公众号", "监管转办", "信访", "媒体"]
@@ -126,8 +128,6 @@ class Settings(BaseSettings):
     @field_validator("digest_schedule")
     @classmethod
     def _known_schedule(cls, value: str) -> str:
-        from service.digest.schedule import parse_schedule
-
         parse_schedule(value)  # raises ValueError with the reason
         return value.strip()
 

@@ -15,8 +15,8 @@ from training.base import BACKENDS, DataError
 
 if TYPE_CHECKING:  # imported when a command runs: `xiaobao keys list` should not wait for scikit-learn
     from models.registry import Registry
+    from training.common import TrainParams
     from training.data import Columns
-    from training.fit import TrainParams
 
 
 class CliError(Exception):
@@ -89,7 +89,7 @@ def columns_from(args: argparse.Namespace) -> Columns:
 
 def train_params(args: argparse.Namespace) -> TrainParams:
     from models.bundle import PredictConfig
-    from training.fit import FinetuneParams, TrainParams
+    from training.common import FinetuneParams, TrainParams
 
     ft = FinetuneParams()
     finetune = FinetuneParams(

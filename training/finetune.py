@@ -12,7 +12,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,16 @@ from models.features import StructuredEncoder
 from models.finetune import FineTunedModel, MultiTaskNet, TaskHead, fit_binary_temperature, pick_device
 from models.heads import fit_temperature
 from models.text import clean
+from training.common import (
+    FinetuneParams,
+    Progress,
+    TrainParams,
+    choose_thresholds,
+    score_histogram,
+    split_feature_kinds,
+)
 from training.data import DataError, Dataset, labelled
 from training.evaluate import level_metrics, levels_of
-
-if TYPE_CHECKING:
-    from training.fit import FinetuneParams, Progress, TrainParams
 
 IGNORE = -100
 
@@ -229,7 +234,6 @@ def fit_finetune_bundle(ds: Dataset, params: TrainParams, progress: Progress,
                         clean_texts: list[str] | None = None) -> ModelBundle:
     """Fine-tune the encoder on `ds` and wrap the result as a bundle (same interface as the others)."""
     from models.encoder.encoder import Encoder
-    from training.fit import choose_thresholds, score_histogram, split_feature_kinds
 
     fp: FinetuneParams = params.finetune
     started = time.perf_counter()

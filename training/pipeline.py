@@ -16,17 +16,10 @@ from models.hashing import sha256_file, text_fingerprint
 from models.registry import VALIDATION_FILE, ModelLoadError, Registry
 from models.text import Segmenter, clean
 from training.base import PromotionRefused
+from training.common import Progress, TrainParams
 from training.data import DataError, Dataset
 from training.evaluate import metrics_from_predictions, predict_dataset, primary_score
-from training.fit import (
-    Progress,
-    TrainParams,
-    _quiet,
-    count_terms,
-    encode,
-    fit_bundle,
-    load_encoder,
-)
+from training.fit import _quiet, count_terms, encode, fit_bundle, load_encoder
 
 
 def _strata(ds: Dataset) -> np.ndarray | None:

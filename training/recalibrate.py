@@ -21,9 +21,9 @@ from sklearn.model_selection import train_test_split
 
 from models.hashing import sha256_file
 from models.registry import Registry
+from training.common import choose_thresholds, score_histogram
 from training.data import DataError, Dataset, labelled
 from training.evaluate import level_metrics, levels_of, predict_dataset, risk_metrics
-from training.fit import choose_thresholds, score_histogram
 from training.pipeline import storable
 
 MIN_OUTCOMES = 100  # the 30% check part must reach the promotion gate's 30 rows

@@ -35,6 +35,7 @@ from models.encoder.checkpoint import (
     fingerprint,
 )
 from models.encoder.convert import E5_PREFIX, MARKER_FILE
+from models.encoder.verify_texts import verification_texts
 
 VARIANTS = ("auto", "fp32", "int8", "onnx", "onnx-int8")
 POOLING = "mean-l2"
@@ -305,8 +306,6 @@ class Encoder:
 
     def _int8_quality(self, int8_path: Path) -> float:
         """Worst cosine of onnx-int8 against torch fp32 over the verification texts."""
-        from models.encoder.verify import verification_texts
-
         texts = verification_texts(64)
         fp32 = self._with_runner(self._torch_runner(quantised=False), texts)
         sess = onnx_runtime.session(int8_path, self.threads)

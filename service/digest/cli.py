@@ -7,9 +7,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from service.cli_common import ServiceCliError, load_settings, open_database
+
 
 def _week(args: argparse.Namespace, settings):
-    from service.cli import ServiceCliError
     from service.digest.service import requested_week
     from service.digest.weeks import WeekError
 
@@ -20,12 +21,11 @@ def _week(args: argparse.Namespace, settings):
 
 
 def cmd_digest(args: argparse.Namespace) -> None:
-    from service.cli import ServiceCliError, _database, _settings
     from service.digest import render, service
 
-    settings = _settings(args)
+    settings = load_settings(args)
     week = _week(args, settings)
-    db = _database(settings)
+    db = open_database(settings)
     try:
         reference = service.registry_reference(settings)
         if args.digest_cmd == "render":

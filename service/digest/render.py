@@ -10,7 +10,7 @@ import base64
 import io
 import unicodedata
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,16 +20,13 @@ from markupsafe import Markup
 
 from service.digest import charts
 from service.digest.schema import WeeklyDigest
+from service.digest.wording import ALERT_STATUS, LETTER_STATUS, OVERDUE_KINDS, STATUS, title, week_dates
+from service.digest.xlsx import workbook
 from service.templating import environment, render_html
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FORMATS = {"json": "application/json", "html": "text/html; charset=utf-8", "text": "text/plain; charset=utf-8",
            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
-OVERDUE_KINDS = {"ack": "未按时签收", "response": "未按时办结", "ack+response": "未签收且未办结"}
-LETTER_STATUS = {"issued": "已发出", "sent": "已发送", "acknowledged": "已签收", "resolved": "已办结",
-                 "escalated": "已升级", "cancelled": "已撤销"}
-ALERT_STATUS = {"open": "处理中", "silenced": "已静默", "resolved": "已解决", "lapsed": "已过期"}
-STATUS = {"open": "未办结", "closed": "已办结"}
 
 
 # --- formatting helpers (Jinja filters, also used by the xlsx writer) -------------------------
@@ -84,16 +81,6 @@ def clip(text: str | None, size: int) -> str:
     return out
 
 
-def week_dates(digest: WeeklyDigest) -> tuple[date, date]:
-    zone = ZoneInfo(digest.timezone)
-    return digest.start.astimezone(zone).date(), (digest.end.astimezone(zone) - timedelta(seconds=1)).date()
-
-
-def title(digest: WeeklyDigest) -> str:
-    first, last = week_dates(digest)
-    return f"投诉处理周报 {digest.week}（{first:%Y年%m月%d日} 至 {last:%m月%d日}）"
-
-
 def _environment() -> Environment:
     env = environment(FileSystemLoader(TEMPLATES))
     env.filters.update(pct=pct, signed_pct=signed_pct, signed=signed, number=number, pad=pad, clip=clip)
@@ -132,8 +119,6 @@ def to_text(digest: WeeklyDigest) -> str:
 
 
 def to_xlsx(digest: WeeklyDigest) -> bytes:
-    from service.digest.xlsx import workbook
-
     buf = io.BytesIO()
     workbook(digest).save(buf)
     return buf.getvalue()

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from service.db import Database
 from service.digest.build import NO_REFERENCE, Reference, build_digest, content_hash
 from service.digest.render import title, to_html, to_text
-from service.digest.schedule import due_at, parse_schedule
 from service.digest.schema import DigestSendResult, WeeklyDigest
 from service.digest.weeks import Week, last_complete_week, parse_week
+from service.digest_schedule import due_at, parse_schedule
 from service.outbox import enqueue_email
 from service.settings import Settings
 from service.tables import Digest, OutboxMessage

@@ -14,8 +14,8 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from service.digest.render import ALERT_STATUS, LETTER_STATUS, OVERDUE_KINDS, STATUS, title
 from service.digest.schema import BreakdownRow, WeeklyDigest
+from service.digest.wording import ALERT_STATUS, LETTER_STATUS, OVERDUE_KINDS, STATUS, title
 
 SHEETS = ("概览", "趋势", "业务大类", "投诉原因", "渠道", "网点排名", "高风险投诉", "提示函", "办理时效",
           "新兴话题", "模型健康")

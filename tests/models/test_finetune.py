@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from models.finetune import FineTunedModel, MultiTaskNet, freeze, phrases_from_tokens, pick_device
+from training.common import FinetuneParams, TrainParams
 from training.data import Columns, Dataset, load_dataset
 from training.finetune import IGNORE, _Loss, build_targets, validation_split
-from training.fit import FinetuneParams, TrainParams, fit_bundle
+from training.fit import fit_bundle
 
 FAST = FinetuneParams(epochs=2, lr=2e-3, head_lr=5e-3, batch_size=16, max_length=64)
 

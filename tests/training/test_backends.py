@@ -11,8 +11,8 @@ import pytest
 
 from models.registry import BUNDLE_FILE, CARD_FILE, ModelLoadError, Registry
 from tests.conftest import e5_checkpoint
+from training.common import FinetuneParams, TrainParams
 from training.data import load_dataset
-from training.fit import FinetuneParams, TrainParams
 from training.pipeline import cross_validate, train
 
 TEXTS = ["信用卡年费被重复扣了两次，客服一直推诿，我要投诉到监管", "my card was charged twice", "理财亏损"]
