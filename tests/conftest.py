@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / "data" / "demo" / "demo_corpus.csv"
@@ -77,18 +82,43 @@ def demo_corpus() -> Path:
     return DEMO_CORPUS
 
 
+def built_once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills once per test run: under xdist the first worker to ask builds it while
+    the others wait on a lock, then all read it (callers copy what they change)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent / "built-once"  # this run's folder, shared by its workers
+    root.mkdir(exist_ok=True)
+    folder = root / name
+    with FileLock(root / f"{name}.lock"):
+        if not (folder / ".complete").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory, demo_corpus):
-    """A registry holding one champion trained on the demo corpus (80/20 stratified split)."""
+    """A registry holding one champion trained on the demo corpus (80/20 stratified split); trained
+    once per run, each worker gets its own copy."""
     from models.registry import Registry
     from training.data import load_dataset
     from training.fit import TrainParams
     from training.pipeline import promote, train
 
-    registry = Registry(tmp_path_factory.mktemp("registry"))
-    result = train(load_dataset(demo_corpus), TrainParams(), registry)
-    promote(registry, result.version)
-    return registry, result
+    def build(folder: Path) -> None:
+        result = train(load_dataset(demo_corpus), TrainParams(), Registry(folder / "registry"))
+        promote(Registry(folder / "registry"), result.version)
+        (folder / "result.pickle").write_bytes(pickle.dumps(result))
+
+    built = built_once_per_run(tmp_path_factory, "trained-registry", build)
+    own = tmp_path_factory.mktemp("registry")
+    shutil.copytree(built / "registry", own, dirs_exist_ok=True)
+    return Registry(own), pickle.loads((built / "result.pickle").read_bytes())
 
 
 @pytest.fixture(scope="session")
