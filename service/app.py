@@ -50,10 +50,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                model: ModelHolder | None = None, clock: Clock | None = None) -> FastAPI:
     """The app. `database` and `model` may be shared (tests); otherwise they come from `settings`.
     `clock` drives alerting, letters and delivery (tests pass a ManualClock). A routing file that
-    does not validate stops it here (RoutingError, one line)."""
+    does not validate, or whose working-day calendar does not cover the clock's year, stops it here
+    (RoutingError, one line)."""
     settings = settings or Settings()
     clock = clock or SystemClock()
     routing = load_routing(settings)
+    calendar_warnings = routing.check_calendar(clock.now().astimezone(settings.zone).date())
     own_database = database is None
     db = database or Database(settings.database_url)
     holder = model or ModelHolder(Registry(settings.registry) if settings.registry else Registry(),
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 log.warning("starting without a model: %s", exc)
         metrics.set_model(holder.version)
         log.info("serving on %s with model %s", db.url, holder.version)
-        for warning in routing.warnings:
+        for warning in (*routing.warnings, *calendar_warnings):
             log.warning("%s", warning)
         for env in routing.missing_secrets():
             log.warning("routing: webhook secret variable %s is not set; those webhooks will fail", env)

@@ -32,7 +32,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start
     open_database(settings).dispose()  # refuse to start on an unreachable database; migrate once, up front
-    if args.workers > 1:
+    if args.workers > 1:  # each worker process refuses a bad routing file too, but say it once, up front
+        from service.clock import SystemClock
+        from service.routing import load_routing
+
+        load_routing(settings).check_calendar(SystemClock().now().astimezone(settings.zone).date())
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                     log_level=settings.log_level.lower())
         return
@@ -156,12 +160,18 @@ def cmd_routing(args: argparse.Namespace) -> None:
     for name, (labels, variable) in known.items():
         if request[name] and request[name] not in labels:
             raise ServiceCliError(f"--{name} {request[name]!r} is not a known {name} ({variable})")
+    from service.clock import SystemClock
+    from service.deadlines import PACKAGE_VERSION, PACKAGE_YEARS
+
     routing = load_routing(settings, Path(args.file) if args.file else None)
+    calendar_warnings = routing.check_calendar(SystemClock().now().astimezone(settings.zone).date())
     routes = sum(1 for _ in _walk(routing.routes))
+    declared = f", declaring {', '.join(map(str, sorted(routing.years)))}" if routing.years else ""
     print(f"{routing.source}: valid; {len(routing.departments)} departments, {routes} routes, "
-          f"default receiver {routing.default_receiver}, "
-          f"{len(routing.holidays)} holidays and {len(routing.workdays)} extra working days in the calendar")
-    for warning in routing.warnings:
+          f"default receiver {routing.default_receiver}, calendar: chinesecalendar {PACKAGE_VERSION} "
+          f"({PACKAGE_YEARS[0]}-{PACKAGE_YEARS[-1]}) with {len(routing.holidays)} holidays and "
+          f"{len(routing.workdays)} working days of this file on top{declared}")
+    for warning in (*routing.warnings, *calendar_warnings):
         print(f"warning: {warning}")
     for name in routing.missing_secrets():
         print(f"warning: {name} is not set: a webhook signed with it cannot be sent (xiaobao worker refuses to start)")

@@ -27,13 +27,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     routing = load_routing(settings)
+    clock = SystemClock()
+    calendar_warnings = routing.check_calendar(clock.now().astimezone(settings.zone).date())
     missing = routing.missing_secrets()
     if missing:  # a webhook without its secret could only fail: say so before sending anything
         raise ServiceCliError(f"webhook secret variable(s) {', '.join(missing)} not set (named in {routing.source})")
-    for warning in routing.warnings:
+    for warning in (*routing.warnings, *calendar_warnings):
         logging.getLogger("xiaobao.service").warning("%s", warning)
     db = open_database(settings)
-    clock = SystemClock()
     worker = Worker(db, settings, Alerting(settings, routing, clock), clock, jobs=[DigestJob(settings).job()])
     try:
         if args.once:

@@ -30,7 +30,7 @@ from models.text import clean
 from service.auth import Principal
 from service.clock import Clock
 from service.db import Database
-from service.deadlines import WorkCalendar, ack_due, last_day, response_due
+from service.deadlines import CalendarNotCovered, ack_due, last_day, response_due
 from service.errors import ApiError
 from service.letter_render import LetterRenderer
 from service.letter_schemas import LetterEventOut, LetterItemOut, LetterOut, LetterPage, LetterSummary
@@ -124,7 +124,7 @@ class Letters:
     def __init__(self, settings: Settings, routing: Routing, clock: Clock,
                  renderer: LetterRenderer | None = None) -> None:
         self.settings, self.routing, self.clock = settings, routing, clock
-        self.calendar = WorkCalendar(routing.holidays, routing.workdays)
+        self.calendar = routing.calendar
         self.renderer = renderer or LetterRenderer(settings)
 
     @property
@@ -143,15 +143,17 @@ class Letters:
         complaints = list(session.scalars(select(Complaint).where(Complaint.alert_id.in_(list(by_id)))
                                           .order_by(Complaint.received_at, Complaint.id)))
         days = self.settings.response_days
+        ack_due_at, provisional = self._ack_due(now)
         letter = Letter(year=year, seq=seq, number=format_number(year, seq), department=department, status="issued",
                         group_key=group_key, issued_at=now, response_days=days,
                         risk_level=max_level(a.risk_level for a in alerts),
-                        ack_due_at=ack_due(now, self.settings.ack_working_days, self.calendar, zone),
+                        ack_due_at=ack_due_at,
                         response_due_at=min(response_due(c.received_at, days, zone) for c in complaints))
         for c in complaints:
             letter.items.append(LetterItem(complaint_id=c.id, alert_id=c.alert_id,
                                            snapshot=self._snapshot(c, by_id[c.alert_id])))
-        letter.events.append(LetterEvent(kind="issued", at=now, note=f"{len(complaints)} 件，{len(alerts)} 项预警"))
+        note = f"{len(complaints)} 件，{len(alerts)} 项预警" + (f"；{provisional}" if provisional else "")
+        letter.events.append(LetterEvent(kind="issued", at=now, note=note))
         session.add(letter)
         session.flush()
         for a in alerts:
@@ -163,6 +165,18 @@ class Letters:
                      body={"letter": view.model_dump(mode="json")}, cc_protection=False)
         log.info("issued letter %s to %s with %d requests", letter.number, department, len(complaints))
         return letter
+
+    def _ack_due(self, now: datetime) -> tuple[datetime, str | None]:
+        """The acknowledgement deadline, and a note when it is provisional: a count that runs into a
+        year the calendar does not cover takes every day of that year as a working day (the earliest
+        the deadline could be, see service.deadlines) rather than holding up the letter."""
+        n, zone = self.settings.ack_working_days, self.settings.zone
+        try:
+            return ack_due(now, n, self.calendar, zone), None
+        except CalendarNotCovered as exc:
+            log.warning("acknowledgement deadline counted from the earliest it could be: %s", exc)
+            return (ack_due(now, n, self.calendar, zone, uncovered_as_working=True),
+                    f"签收期限从严计算：工作日历未含{exc.year}年节假日安排，该年每天按工作日计")
 
     def _snapshot(self, c: Complaint, alert: Alert) -> dict[str, Any]:
         return {"complaint_id": c.id, "external_id": c.external_id, "customer": mask_ref(c.customer_ref),

@@ -2,9 +2,13 @@
 
 A tree of routes read top to bottom, first match wins (as in Alertmanager), from the request's
 (category, cause, branch, channel) to a 职能部室; a default receiver; each department's e-mail and
-webhook; a working-day calendar. The labels live in the file, not here: this module only checks
-that the file names labels the service knows, so a typo fails at start instead of routing
+webhook; overrides of the working-day calendar. The labels live in the file, not here: this module only
+checks that the file names labels the service knows, so a typo fails at start instead of routing
 everything to the default receiver. The shipped default is `service/resources/routing.yaml`.
+
+`calendar: {holidays, workdays, years}`: the State Council's working days come from chinesecalendar
+(`service.deadlines:WorkCalendar.china`); `holidays` and `workdays` override it day by day, and
+`years` declares years whose whole schedule the file lists (a year the package does not have yet).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from service.deadlines import PACKAGE_YEARS, CalendarNotCovered, WorkCalendar, calendar_notices
 from service.settings import Settings
 
 MATCH_KEYS = ("category", "cause", "branch", "channel")
@@ -77,6 +83,20 @@ class Routing:
     holidays: frozenset[date] = field(default_factory=frozenset)
     workdays: frozenset[date] = field(default_factory=frozenset)
     warnings: tuple[str, ...] = ()
+    years: frozenset[int] = field(default_factory=frozenset)  # calendar.years: schedules the file lists whole
+
+    @cached_property
+    def calendar(self) -> WorkCalendar:
+        """The working-day calendar: chinesecalendar with this file's days on top."""
+        return WorkCalendar.china(self.holidays, self.workdays, self.years)
+
+    def check_calendar(self, today: date) -> list[str]:
+        """At start-up: a RoutingError (one line) when the calendar does not cover `today`'s year,
+        else warnings to log (the next year is not covered and is near)."""
+        try:
+            return [f"routing file {self.source}: calendar: {w}" for w in calendar_notices(self.calendar, today)]
+        except CalendarNotCovered as exc:
+            raise RoutingError(f"routing file {self.source}: calendar: {exc}") from None
 
     def route(self, *, category: str | None, cause: str | None, branch: str | None,
               channel: str | None) -> str:
@@ -173,8 +193,8 @@ class _Parser:
         if not isinstance(routes_raw, list):
             raise self.fail("routes", "expected a list of routes")
         routes = tuple(self.route(r, f"routes[{i}]", departments) for i, r in enumerate(routes_raw))
-        holidays, workdays = self.calendar(top.get("calendar") or {})
-        return Routing(self.source, receiver, departments, routes, holidays, workdays, tuple(self.warnings))
+        holidays, workdays, years = self.calendar(top.get("calendar") or {})
+        return Routing(self.source, receiver, departments, routes, holidays, workdays, tuple(self.warnings), years)
 
     def departments(self, raw: Any) -> dict[str, Contact]:
         if not raw:
@@ -239,8 +259,15 @@ class _Parser:
             raise self.fail(where, "a route needs a department or child routes")
         return Route(where, match, department, children)
 
-    def calendar(self, raw: Any) -> tuple[frozenset[date], frozenset[date]]:
-        spec = self.mapping(raw, "calendar", ("holidays", "workdays"))
+    def calendar(self, raw: Any) -> tuple[frozenset[date], frozenset[date], frozenset[int]]:
+        spec = self.mapping(raw, "calendar", ("holidays", "workdays", "years"))
+        years_raw = spec.get("years") or []
+        if not isinstance(years_raw, list):
+            raise self.fail("calendar.years", "expected a list of years (2027)")
+        for i, year in enumerate(years_raw):
+            if isinstance(year, bool) or not isinstance(year, int) or not 1900 < year < 2200:
+                raise self.fail(f"calendar.years[{i}]", f"{year!r} is not a year")
+        years = frozenset(years_raw)
         out = []
         for key in ("holidays", "workdays"):
             days = spec.get(key) or []
@@ -257,4 +284,17 @@ class _Parser:
                     raise self.fail(f"calendar.{key}[{i}]", f"{day!r} is not a date (YYYY-MM-DD)")
                 parsed.add(day)
             out.append(frozenset(parsed))
-        return out[0], out[1]
+        holidays, workdays = out
+        both = sorted(holidays & workdays)
+        if both:
+            raise self.fail("calendar", f"{both[0].isoformat()} is listed under both holidays and workdays")
+        # A day of a year nobody covers is a partial schedule: the year still refuses to start.
+        covered = set(PACKAGE_YEARS) | years
+        for year in sorted({d.year for d in holidays | workdays} - covered):
+            self.warnings.append(f"{self.fail('calendar', f'lists days of {year} but does not cover it')} "
+                                 f"(add {year} to calendar.years once its whole schedule is listed)")
+        # China has public holidays every year: a declared year without one is most likely unfinished.
+        for year in sorted(y for y in years - set(PACKAGE_YEARS) if not any(d.year == y for d in holidays)):
+            self.warnings.append(f"{self.fail('calendar.years', f'{year} is declared but no holiday of {year} is listed')}"
+                                 f" (every weekday of {year} counts as a working day)")
+        return holidays, workdays, years

@@ -176,6 +176,31 @@ def test_routing_check_validates_the_file_and_shows_where_a_request_goes(capsys,
     assert code == 2 and "信用卡中" in err and len(err.strip().splitlines()) == 1
 
 
+def test_routing_check_names_the_calendar_and_refuses_an_uncovered_year(capsys, tmp_path, monkeypatch):
+    from datetime import UTC, datetime
+
+    from service.clock import SystemClock
+
+    monkeypatch.setattr(SystemClock, "now", lambda self: datetime(2026, 6, 1, 2, 0, tzinfo=UTC))
+    code, out, err = run(capsys, "routing", "check")
+    assert code == 0, err
+    assert "chinesecalendar" in out and "2004-2026" in out and "warning" not in out
+    monkeypatch.setattr(SystemClock, "now", lambda self: datetime(2026, 12, 4, 2, 0, tzinfo=UTC))
+    code, out, err = run(capsys, "routing", "check")
+    assert code == 0 and "warning: " in out and "does not cover 2027" in out  # near the year's end
+    monkeypatch.setattr(SystemClock, "now", lambda self: datetime(2027, 3, 1, 2, 0, tzinfo=UTC))
+    code, out, err = run(capsys, "routing", "check")
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1
+    assert "does not cover 2027" in err and "calendar.years" in err
+    mine = tmp_path / "routing.yaml"
+    shipped = (Path(__file__).resolve().parents[2] / "service" / "resources" / "routing.yaml").read_text("utf-8")
+    mine.write_text(shipped.replace("calendar:\n  holidays: []", "calendar:\n  years: [2027]\n  holidays: [2027-01-01]"),
+                    encoding="utf-8")
+    code, out, err = run(capsys, "routing", "check", "--file", mine)
+    assert code == 0, err
+    assert "declaring 2027" in out and "1 holidays" in out
+
+
 def test_routing_check_refuses_an_unknown_label(capsys):
     code, out, err = run(capsys, "routing", "check", "--cause", "收费")
     assert code == 2 and "'收费' is not a known cause" in err and not out

@@ -26,6 +26,7 @@ from tests.service.alerting_support import (
     count,
     letters,
     messages,
+    routing_file,
     settings_for,
 )
 from tests.service.conftest import bearer
@@ -187,11 +188,49 @@ def test_letter_deadlines(db):
     desk.intake(customer="A", received=friday - timedelta(days=3))  # received Tuesday 5 May
     [letter] = letters(db)
     zone = desk.settings.zone
-    assert letter.ack_due_at.astimezone(zone) == datetime(2026, 5, 13, 0, 0, tzinfo=zone)  # end of Tue 12 May
+    # Friday + 2 working days: Saturday 9 May is a 劳动节 调休 working day, so the end of Monday 11 May
+    assert letter.ack_due_at.astimezone(zone) == datetime(2026, 5, 12, 0, 0, tzinfo=zone)
     assert letter.response_due_at.astimezone(zone) == datetime(2026, 5, 21, 0, 0, tzinfo=zone)  # 5 May + 15 days
     assert letter.response_days == 15
     view = _view(desk, db, letter.id)
     assert view.items[0].decision_due == date(2026, 5, 20)
+
+
+def _issued_note(db, letter_id) -> str:
+    with db.reading() as s:
+        return s.scalar(select(LetterEvent.note).where(LetterEvent.letter_id == letter_id, LetterEvent.kind == "issued"))
+
+
+def test_acknowledgement_over_national_day_follows_the_state_council(db):
+    eve = datetime(2026, 9, 30, 2, 0, tzinfo=UTC)  # Wednesday 30 September, 10:00 in Shanghai
+    desk = Desk(db, settings_for(db, group_window_minutes=0), start=eve)
+    first = desk.intake(customer="A")
+    desk.clock.set(datetime(2026, 10, 9, 2, 0, tzinfo=UTC))  # Friday 9 October
+    second = desk.intake(customer="B")
+    zone = desk.settings.zone
+    ack = {x.id: x.ack_due_at.astimezone(zone) for x in letters(db)}
+    assert ack[first["letter"]] == datetime(2026, 10, 10, 0, 0, tzinfo=zone)  # 1-7 off: end of Fri 9 October
+    assert ack[second["letter"]] == datetime(2026, 10, 13, 0, 0, tzinfo=zone)  # Sat 10 (调休), Mon 12
+    assert "从严" not in _issued_note(db, first["letter"])
+
+
+def test_a_deadline_running_into_an_uncovered_year_is_the_earliest_and_says_so(db, tmp_path):
+    issued = datetime(2026, 12, 30, 2, 0, tzinfo=UTC)  # Wednesday 30 December in Shanghai; 2027 not in the package
+    desk = Desk(db, settings_for(db, group_window_minutes=0), start=issued)
+    first = desk.intake(customer="A")
+    [letter] = letters(db)
+    zone = desk.settings.zone
+    # Thursday 31 December, then Friday 1 January 2027 counted as a working day: never later than the real one
+    assert letter.ack_due_at.astimezone(zone) == datetime(2027, 1, 2, 0, 0, tzinfo=zone)
+    assert "签收期限从严计算" in _issued_note(db, first["letter"]) and "2027" in _issued_note(db, first["letter"])
+    # with the year covered by the routing file (a made-up 2027 with 1 January off) it is exact and unflagged
+    covered = settings_for(db, group_window_minutes=0,
+                           routing_file=routing_file(tmp_path, calendar={"years": [2027], "holidays": ["2027-01-01"]}))
+    desk = Desk(db, covered, start=issued)
+    second = desk.intake(customer="B", category="外汇", cause="定价收费")
+    ack = {x.id: x.ack_due_at.astimezone(zone) for x in letters(db)}
+    assert ack[second["letter"]] == datetime(2027, 1, 5, 0, 0, tzinfo=zone)  # end of Monday 4 January
+    assert "从严" not in _issued_note(db, second["letter"])
 
 
 def _view(desk, db, letter_id):

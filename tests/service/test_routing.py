@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from service.app import create_app
-from service.deadlines import WorkCalendar, ack_due, last_day, response_due
+from service.clock import ManualClock
+from service.deadlines import CalendarNotCovered, WorkCalendar, ack_due, last_day, response_due
 from service.routing import RoutingError, default_path, load_routing, parse_routing
 from service.settings import DEFAULT_CATEGORIES, DEFAULT_CAUSES, Settings
+from tests.service.alerting_support import routing_file
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -94,6 +96,10 @@ def test_branch_and_channel_conditions_and_default(tmp_path):
      "name the environment variable that holds the secret"),
     (lambda r: r["departments"]["办公室"].update(email=None), "departments.办公室: give an email or a webhook"),
     (lambda r: r.update(calendar={"holidays": ["2026-13-01"]}), "calendar.holidays[0]: '2026-13-01' is not a date"),
+    (lambda r: r.update(calendar={"holidays": ["2026-10-09"], "workdays": ["2026-10-09"]}),
+     "calendar: 2026-10-09 is listed under both holidays and workdays"),
+    (lambda r: r.update(calendar={"years": ["2027"]}), "calendar.years[0]: '2027' is not a year"),
+    (lambda r: r.update(calendar={"years": 2027}), "calendar.years: expected a list of years"),
     (lambda r: r.update(version=2), "unsupported version 2"),
     (lambda r: r.update(receivers=[]), "top level: unknown key 'receivers'"),
 ])
@@ -164,3 +170,101 @@ def test_deadlines_end_with_the_local_day():
     assert last_day(response_due(received, 30, SH), SH) == date(2026, 6, 6)
     issued = datetime(2026, 5, 8, 7, 0, tzinfo=UTC)  # Friday 15:00 in Shanghai
     assert last_day(ack_due(issued, 2, WorkCalendar(), SH), SH) == date(2026, 5, 12)
+
+
+# --- the working-day calendar: chinesecalendar, the routing file's overrides, coverage ---------------
+# NOT the State Council's 2027 schedule (unpublished when this was written): a made-up one around
+# 春节 (Saturday 6 February 2027), to show that a routing file can cover a year the package lacks.
+HYPOTHETICAL_2027 = {"years": [2027],
+                     "holidays": ["2027-01-01", *(f"2027-02-{d:02d}" for d in range(5, 13))],  # 元旦; Fri 5 – Fri 12 Feb
+                     "workdays": ["2027-01-31", "2027-02-20"]}  # 调休: Sunday 31 January, Saturday 20 February
+
+
+def _at(day: str, hour: int = 15) -> datetime:
+    """A moment of a local day in Shanghai."""
+    return datetime.fromisoformat(f"{day}T{hour:02d}:00").replace(tzinfo=SH)
+
+
+def _ack_day(issued: str, n: int, calendar: WorkCalendar) -> date:
+    return last_day(ack_due(_at(issued), n, calendar, SH), SH)
+
+
+def test_national_day_2026_comes_from_the_package(shipped):
+    cal = shipped.calendar
+    assert _ack_day("2026-09-30", 2, cal) == date(2026, 10, 9)  # 1-7 October off: Thursday 8 and Friday 9
+    assert _ack_day("2026-10-09", 1, cal) == date(2026, 10, 10)  # Saturday 10 October is a 调休 working day
+    assert _ack_day("2026-09-30", 3, cal) == date(2026, 10, 10)
+    assert _ack_day("2026-09-18", 1, cal) == date(2026, 9, 20)  # so is Sunday 20 September
+    assert _ack_day("2026-09-24", 1, cal) == date(2026, 9, 28)  # 中秋: Friday 25 September off
+    assert not cal.is_working_day(date(2026, 10, 5)) and cal.is_working_day(date(2026, 10, 8))
+
+
+def test_routing_file_overrides_win_over_the_package(tmp_path):
+    path = routing_file(tmp_path, calendar={"holidays": ["2026-10-10", "2026-09-28"], "workdays": ["2026-10-07"]})
+    cal = load_routing(Settings(routing_file=path)).calendar
+    assert _ack_day("2026-09-30", 1, cal) == date(2026, 10, 7)  # a package holiday the bank works
+    assert _ack_day("2026-10-09", 1, cal) == date(2026, 10, 12)  # a package 调休 Saturday the bank closes
+    assert _ack_day("2026-09-24", 1, cal) == date(2026, 9, 29)  # a local closure on an ordinary Monday
+    assert _ack_day("2026-05-08", 2, cal) == date(2026, 5, 11)  # the rest of the year is still the package's
+
+
+def test_spring_festival_2027_from_a_routing_file_that_covers_2027(tmp_path):
+    path = routing_file(tmp_path, calendar=HYPOTHETICAL_2027)
+    routing = load_routing(Settings(routing_file=path))
+    assert routing.warnings == () and routing.years == {2027}
+    cal = routing.calendar
+    assert _ack_day("2027-02-04", 2, cal) == date(2027, 2, 16)  # over 春节 and the weekend after it
+    assert _ack_day("2027-01-29", 1, cal) == date(2027, 1, 31)  # the 调休 Sunday before it
+    assert _ack_day("2027-02-19", 1, cal) == date(2027, 2, 20)  # the 调休 Saturday after it
+    assert _ack_day("2026-12-31", 1, cal) == date(2027, 1, 4)  # across the year: 1 January off
+    assert _ack_day("2026-09-30", 2, cal) == date(2026, 10, 9)  # 2026 still comes from the package
+    # the app starts in 2027 with it
+    create_app(Settings(routing_file=path, database_url=f"sqlite:///{tmp_path}/x.db"),
+               clock=ManualClock(_at("2027-02-04")))
+
+
+def test_a_year_nobody_covers_is_never_weekend_only(shipped):
+    cal = shipped.calendar
+    assert not cal.covers(2027)
+    with pytest.raises(CalendarNotCovered, match="does not cover 2027") as err:
+        cal.is_working_day(date(2027, 3, 1))
+    assert "calendar.years" in str(err.value) and "upgrade chinesecalendar" in str(err.value)
+    with pytest.raises(CalendarNotCovered):
+        ack_due(_at("2026-12-30"), 2, cal, SH)
+    # computed anyway, every uncovered day counts: Thursday 31 December, then Friday 1 January 2027
+    assert last_day(ack_due(_at("2026-12-30"), 2, cal, SH, uncovered_as_working=True), SH) == date(2027, 1, 1)
+    assert cal.add_working_days(date(2027, 3, 5), 2, uncovered_as_working=True) == date(2027, 3, 7)  # a Sunday
+    assert _ack_day("2026-12-29", 2, cal) == date(2026, 12, 31)  # a count that stays in 2026 is exact
+    with pytest.raises(CalendarNotCovered, match="2003"):
+        cal.is_working_day(date(2003, 10, 1))  # before the package's first year as well
+
+
+def test_the_app_refuses_to_start_in_an_uncovered_year(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/x.db")
+    with pytest.raises(RoutingError) as err:
+        create_app(settings, clock=ManualClock(_at("2027-03-01")))
+    message = str(err.value)
+    assert "\n" not in message and str(default_path()) in message
+    assert "does not cover 2027" in message and "add 2027 to calendar.years" in message
+    create_app(settings, clock=ManualClock(_at("2026-03-01")))  # 2026 is the package's
+
+
+def test_start_up_warns_before_the_year_end_while_the_next_year_is_missing(tmp_path, shipped):
+    assert shipped.check_calendar(date(2026, 10, 31)) == []
+    [warning] = shipped.check_calendar(date(2026, 11, 1))
+    assert "does not cover 2027" in warning and "every day of 2027 as a working day" in warning
+    covered = load_routing(Settings(routing_file=routing_file(tmp_path, calendar=HYPOTHETICAL_2027)))
+    assert covered.check_calendar(date(2026, 12, 4)) == []
+    with pytest.raises(RoutingError, match="does not cover 2028"):
+        covered.check_calendar(date(2028, 1, 3))
+
+
+def test_a_partial_or_empty_year_in_the_routing_file_warns(tmp_path):
+    partial = routing_file(tmp_path, calendar={"holidays": ["2027-02-05"]})  # 2027 not declared
+    routing = load_routing(Settings(routing_file=partial))
+    assert any("lists days of 2027 but does not cover it" in w for w in routing.warnings)
+    assert not routing.calendar.covers(2027)
+    empty = routing_file(tmp_path, calendar={"years": [2027]})
+    routing = load_routing(Settings(routing_file=empty))
+    assert any("2027 is declared but no holiday of 2027 is listed" in w for w in routing.warnings)
+    assert routing.calendar.covers(2027)  # declared is declared: the warning says what that means
