@@ -26,10 +26,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 FORMATS = {"json": "application/json", "html": "text/html; charset=utf-8", "text": "text/plain; charset=utf-8",
            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 OVERDUE_KINDS = {"ack": "未按时签收", "response": "未按时办结", "ack+response": "未签收且未办结"}
-LETTER_STATUS = {"issued": "已发出", "sent": "已发送", "acknowledged": "已签收", "resolved": "已办结",
-                 "escalated": "已升级", "cancelled": "已撤销"}
-ALERT_STATUS = {"open": "处理中", "silenced": "已静默", "resolved": "已解决", "lapsed": "已过期"}
-STATUS = {"open": "未办结", "closed": "已办结"}
 
 
 # --- formatting helpers (Jinja filters, also used by the xlsx writer) -------------------------
@@ -97,8 +93,7 @@ def title(digest: WeeklyDigest) -> str:
 def _environment() -> Environment:
     env = environment(FileSystemLoader(TEMPLATES))
     env.filters.update(pct=pct, signed_pct=signed_pct, signed=signed, number=number, pad=pad, clip=clip)
-    env.globals.update(OVERDUE_KINDS=OVERDUE_KINDS, LETTER_STATUS=LETTER_STATUS, ALERT_STATUS=ALERT_STATUS,
-                       STATUS=STATUS)
+    env.globals.update(OVERDUE_KINDS=OVERDUE_KINDS)  # statuses: the label filter (service.vocab)
     return env
 
 
