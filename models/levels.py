@@ -10,8 +10,9 @@ from enum import StrEnum
 
 
 class RiskLevel(StrEnum):
-    """Members compare equal to their values, so stored strings and the enum mix freely."""
+    """How likely a request is to become a dispute: its calibrated score against the model's thresholds."""
 
+    # StrEnum: members compare equal to their values, so stored strings and the enum mix freely.
     HIGH = "高"
     MEDIUM = "中"
     LOW = "低"
