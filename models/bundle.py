@@ -199,5 +199,5 @@ def new_bundle(*, counter: NgramCounter | None = None, config: PredictConfig | N
                        config=config or PredictConfig())
 
 
-__all__ = ["FORMAT_VERSION", "ModelBundle", "PredictConfig", "RISK_LEVELS", "RiskLevel", "TEXT_HEADS", "HybridTextClassifier",
-           "LinearTextClassifier", "MultiLabelTextClassifier", "RiskClassifier", "new_bundle"]
+__all__ = ["FORMAT_VERSION", "ModelBundle", "PredictConfig", "RISK_LEVELS", "RiskLevel", "TEXT_HEADS",
+           "HybridTextClassifier", "LinearTextClassifier", "MultiLabelTextClassifier", "RiskClassifier", "new_bundle"]

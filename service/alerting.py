@@ -81,7 +81,8 @@ class Alerting:
         pending: list[Alert] = session.info.pop(_PENDING, [])
         seen: set[int] = set()
         for alert in pending:
-            if alert.id in seen or alert not in session or alert.letter_id is not None or alert.status != AlertStatus.OPEN:
+            if (alert.id in seen or alert not in session or alert.letter_id is not None
+                    or alert.status != AlertStatus.OPEN):
                 continue  # listed twice in a batch, or its savepoint was rolled back
             seen.add(alert.id)
             self.letters.issue(session, alert.department, [alert], f"{alert.department}|immediate|{alert.id}")

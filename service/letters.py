@@ -143,8 +143,8 @@ class Letters:
         complaints = list(session.scalars(select(Complaint).where(Complaint.alert_id.in_(list(by_id)))
                                           .order_by(Complaint.received_at, Complaint.id)))
         days = self.settings.response_days
-        letter = Letter(year=year, seq=seq, number=format_number(year, seq), department=department, status=LetterStatus.ISSUED,
-                        group_key=group_key, issued_at=now, response_days=days,
+        letter = Letter(year=year, seq=seq, number=format_number(year, seq), department=department,
+                        status=LetterStatus.ISSUED, group_key=group_key, issued_at=now, response_days=days,
                         risk_level=max_level(a.risk_level for a in alerts),
                         ack_due_at=ack_due(now, self.settings.ack_working_days, self.calendar, zone),
                         response_due_at=min(response_due(c.received_at, days, zone) for c in complaints))
@@ -297,7 +297,8 @@ class Letters:
         letter.status, letter.resolved_at, letter.resolve_note = LetterStatus.RESOLVED, now, clean(note)
         letter.events.append(LetterEvent(kind="resolved", at=now, note=letter.resolve_note,
                                          api_key_id=access.principal.key_id))
-        session.execute(update(Alert).where(Alert.letter_id == letter.id, Alert.status.in_((AlertStatus.OPEN, AlertStatus.LAPSED)))
+        unresolved = (AlertStatus.OPEN, AlertStatus.LAPSED)
+        session.execute(update(Alert).where(Alert.letter_id == letter.id, Alert.status.in_(unresolved))
                         .values(status=AlertStatus.RESOLVED, resolved_at=now, updated_at=now)
                         .execution_options(synchronize_session=False))
         session.flush()

@@ -233,7 +233,8 @@ class Delivery:
     def claim(self, limit: int | None = None) -> list[Claimed]:
         now = self.clock.now()
         owner = uuid.uuid4().hex
-        due = or_(and_(OutboxMessage.status.in_((OutboxStatus.PENDING, OutboxStatus.FAILED)), OutboxMessage.next_attempt_at <= now),
+        waiting = (OutboxStatus.PENDING, OutboxStatus.FAILED)
+        due = or_(and_(OutboxMessage.status.in_(waiting), OutboxMessage.next_attempt_at <= now),
                   and_(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.locked_until < now))
         with self.db.transaction() as session:
             rows = list(session.scalars(
@@ -261,7 +262,8 @@ class Delivery:
         elif message.attempts >= self.settings.outbox_max_attempts:
             values = {"status": OutboxStatus.DEAD, "last_error": error}
         else:
-            values = {"status": OutboxStatus.FAILED, "last_error": error, "next_attempt_at": now + self.backoff(message.attempts)}
+            values = {"status": OutboxStatus.FAILED, "last_error": error,
+                      "next_attempt_at": now + self.backoff(message.attempts)}
         values.update(locked_until=None, lease_owner=None)
         with self.db.transaction() as session:
             done = session.execute(

@@ -157,7 +157,8 @@ def high_risk(session: Session, start: datetime, end: datetime) -> tuple[dict[st
         base.outerjoin(Letter, Letter.id == letter_id)
         .with_only_columns(Complaint.id, Complaint.external_id, Complaint.received_at, Complaint.branch,
                            Complaint.channel, Complaint.category, Complaint.cause, Complaint.risk_score,
-                           _excerpt().label("excerpt"), case((closed, ComplaintStatus.CLOSED.value), else_=ComplaintStatus.OPEN.value).label("status"),
+                           _excerpt().label("excerpt"),
+                           case((closed, ComplaintStatus.CLOSED.value), else_=ComplaintStatus.OPEN.value).label("status"),
                            Alert.id.label("alert_id"), Alert.status.label("alert_status"),
                            Alert.department, Letter.number.label("letter_number"),
                            Letter.status.label("letter_status"))
