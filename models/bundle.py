@@ -19,12 +19,12 @@ from scipy.special import expit
 from models.explain import phrases_from_char_scores, word_units_fn
 from models.features import BlockTfidf, NgramCounter, StructuredEncoder
 from models.heads import HybridTextClassifier, LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
+from models.levels import RISK_LEVELS, RiskLevel
 from models.text import clean
 
 FORMAT_VERSION = 6
 PARALLEL_MIN_TEXTS = 2000  # below this, starting worker processes costs more than it saves
 TEXT_HEADS = ("category", "cause")
-RISK_LEVELS = ("高", "中", "低")
 
 
 @dataclass
@@ -101,12 +101,12 @@ class ModelBundle:
         p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
         return expit(cal["a"] * np.log(p / (1 - p)) + cal["b"])
 
-    def risk_level(self, score: float) -> str:
-        if score >= self.risk_thresholds.get("高", math.inf):
-            return "高"
-        if score >= self.risk_thresholds.get("中", math.inf):
-            return "中"
-        return "低"
+    def risk_level(self, score: float) -> RiskLevel:
+        if score >= self.risk_thresholds.get(RiskLevel.HIGH, math.inf):
+            return RiskLevel.HIGH
+        if score >= self.risk_thresholds.get(RiskLevel.MEDIUM, math.inf):
+            return RiskLevel.MEDIUM
+        return RiskLevel.LOW
 
     def predict(self, texts: Sequence[str], fields: pd.DataFrame | Sequence[Mapping] | None = None,
                 explain: bool = True, already_clean: bool = False, n_jobs: int = 1) -> list[dict[str, Any]]:
@@ -199,5 +199,5 @@ def new_bundle(*, counter: NgramCounter | None = None, config: PredictConfig | N
                        config=config or PredictConfig())
 
 
-__all__ = ["FORMAT_VERSION", "ModelBundle", "PredictConfig", "RISK_LEVELS", "TEXT_HEADS", "HybridTextClassifier",
-           "LinearTextClassifier", "MultiLabelTextClassifier", "RiskClassifier", "new_bundle"]
+__all__ = ["FORMAT_VERSION", "ModelBundle", "PredictConfig", "RISK_LEVELS", "RiskLevel", "TEXT_HEADS",
+           "HybridTextClassifier", "LinearTextClassifier", "MultiLabelTextClassifier", "RiskClassifier", "new_bundle"]

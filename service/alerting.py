@@ -25,15 +25,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.clock import Clock
-from service.letters import LEVEL_RANK, Letters, max_level
+from service.letters import Letters, max_level
 from service.routing import Routing
 from service.settings import Settings
 from service.silences import silence_for
 from service.tables import Alert, Complaint
+from service.vocab import ACTIVE_ALERT, LEVEL_RANK, AlertStatus
 
 log = logging.getLogger("xiaobao.service.alerting")
 
-ACTIVE = ("open", "silenced")
 _PENDING = "xiaobao.pending_letters"  # session.info: alerts to letter before the intake commits
 _RACE_RETRIES = 5
 
@@ -65,10 +65,10 @@ class Alerting:
         if alert is None:
             return None
         complaint.alert = alert
-        if created or alert.status == "silenced":
+        if created or alert.status == AlertStatus.SILENCED:
             self._apply_silences(session, alert)
         session.flush()
-        if alert.status == "open":
+        if alert.status == AlertStatus.OPEN:
             if alert.letter_id is None:
                 if self.settings.group_window_minutes == 0:
                     session.info.setdefault(_PENDING, []).append(alert)
@@ -81,7 +81,8 @@ class Alerting:
         pending: list[Alert] = session.info.pop(_PENDING, [])
         seen: set[int] = set()
         for alert in pending:
-            if alert.id in seen or alert not in session or alert.letter_id is not None or alert.status != "open":
+            if (alert.id in seen or alert not in session or alert.letter_id is not None
+                    or alert.status != AlertStatus.OPEN):
                 continue  # listed twice in a batch, or its savepoint was rolled back
             seen.add(alert.id)
             self.letters.issue(session, alert.department, [alert], f"{alert.department}|immediate|{alert.id}")
@@ -89,10 +90,10 @@ class Alerting:
     def _join_or_open(self, session: Session, complaint: Complaint, key: str,
                       reason: str | None) -> tuple[Alert | None, bool]:
         for _ in range(_RACE_RETRIES):
-            alert = session.scalar(select(Alert).where(Alert.dedup_key == key, Alert.status.in_(ACTIVE))
+            alert = session.scalar(select(Alert).where(Alert.dedup_key == key, Alert.status.in_(ACTIVE_ALERT))
                                    .with_for_update())
             if alert is not None and complaint.received_at - alert.last_seen_at > self.window:
-                alert.status = "lapsed"  # too long ago: this request is a new matter
+                alert.status = AlertStatus.LAPSED  # too long ago: this request is a new matter
                 session.flush()
                 alert = None
             if alert is not None:
@@ -114,7 +115,7 @@ class Alerting:
         department = self.routing.route(category=complaint.category, cause=complaint.cause,
                                          branch=complaint.branch, channel=complaint.channel)
         now = self.clock.now()
-        return Alert(dedup_key=key, status="open", reason=reason, department=department,
+        return Alert(dedup_key=key, status=AlertStatus.OPEN, reason=reason, department=department,
                      customer_ref=complaint.customer_ref, category=complaint.category, cause=complaint.cause,
                      branch=complaint.branch, risk_score=complaint.risk_score, risk_level=complaint.risk_level,
                      occurrences=1, opened_at=now, last_seen_at=complaint.received_at, updated_at=now)
@@ -137,6 +138,6 @@ class Alerting:
             silence = silence_for(session, self.clock.now(), alert.department, alert.category, alert.cause,
                                   alert.branch)
         if silence is not None:
-            alert.status, alert.silence_id = "silenced", silence.id
-        elif alert.status == "silenced":
-            alert.status, alert.silence_id = "open", None
+            alert.status, alert.silence_id = AlertStatus.SILENCED, silence.id
+        elif alert.status == AlertStatus.SILENCED:
+            alert.status, alert.silence_id = AlertStatus.OPEN, None

@@ -19,11 +19,10 @@ from service.digest.build import OUTCOME_WEEKS, alert_watch
 from service.digest.service import reference_of
 from service.outbox import counts as outbox_counts
 from service.tables import Alert, Letter
+from service.vocab import AlertStatus, LetterStatus, OutboxStatus
 
 log = logging.getLogger("xiaobao.service.metrics")
 
-LETTER_STATUSES = ("issued", "acknowledged", "resolved")
-ALERT_STATUSES = ("open", "silenced", "resolved", "lapsed")
 
 
 class DeliveryCollector(Collector):
@@ -36,15 +35,16 @@ class DeliveryCollector(Collector):
             with self.db.reading() as session:
                 letters = dict(session.execute(select(Letter.status, func.count()).group_by(Letter.status)).all())
                 overdue = session.scalar(select(func.count()).select_from(Letter).where(
-                    Letter.status != "resolved",
-                    or_(Letter.response_due_at <= now, (Letter.status == "issued") & (Letter.ack_due_at <= now))))
+                    Letter.status != LetterStatus.RESOLVED,
+                    or_(Letter.response_due_at <= now,
+                        (Letter.status == LetterStatus.ISSUED) & (Letter.ack_due_at <= now))))
                 outbox = outbox_counts(session)
                 alerts = dict(session.execute(select(Alert.status, func.count()).group_by(Alert.status)).all())
         except Exception as exc:  # a scrape must not fail because the database is away
             log.warning("metrics: database gauges unavailable: %s", exc)
             return
         g = GaugeMetricFamily("xiaobao_letters", "Letters by status", labels=["status"])
-        for status in sorted(set(LETTER_STATUSES) | set(letters)):
+        for status in sorted(set(map(str, LetterStatus)) | set(letters)):
             g.add_metric([status], letters.get(status, 0))
         yield g
         yield GaugeMetricFamily("xiaobao_letters_overdue", "Letters past their acknowledgement or response deadline",
@@ -54,9 +54,9 @@ class DeliveryCollector(Collector):
             g.add_metric([status], n)
         yield g
         yield GaugeMetricFamily("xiaobao_outbox_dead", "Messages that failed every attempt (dead letters)",
-                                value=outbox.get("dead", 0))
+                                value=outbox.get(OutboxStatus.DEAD, 0))
         g = GaugeMetricFamily("xiaobao_alerts", "Alerts by status", labels=["status"])
-        for status in sorted(set(ALERT_STATUSES) | set(alerts)):
+        for status in sorted(set(map(str, AlertStatus)) | set(alerts)):
             g.add_metric([status], alerts.get(status, 0))
         yield g
 

@@ -28,6 +28,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from service.tables import Alert, Complaint, ComplaintOutcome
+from service.vocab import ComplaintStatus
 
 
 @dataclass
@@ -150,7 +151,7 @@ def record_outcome(db: Database, settings: Settings, principal: Principal, compl
                                    api_key_id=principal.key_id)
         session.add(outcome)
         if body.closed or closed_at is not None:
-            c.status = "closed"
+            c.status = ComplaintStatus.CLOSED
             c.closed_at = closed_at or c.closed_at or datetime.now(UTC)
         session.flush()
         labels = merged_labels(c, c.outcomes)

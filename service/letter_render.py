@@ -15,7 +15,6 @@ from service.letter_schemas import LetterOut
 from service.settings import Settings
 from service.templating import environment, render_html
 
-STATUS_NAMES = {"issued": "待签收", "acknowledged": "已签收，处理中", "resolved": "已办结"}
 EVENT_NAMES = {"issued": "发函", "delivered": "送达", "undeliverable": "无法送达", "acknowledged": "签收",
                "reminded": "催办", "repeat": "再次来访", "extended": "延期", "resolved": "办结"}
 OVERDUE_NAMES = {"ack": "逾期未签收", "response": "逾期未反馈"}
@@ -45,7 +44,7 @@ class LetterRenderer:
             return day(last_day(deadline, zone)) if deadline else "—"
 
         env.filters.update(local=local, day=day, due=due)
-        env.globals.update(status_names=STATUS_NAMES, event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES)
+        env.globals.update(event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES)  # statuses: the label filter
         self._html = env.get_template("letter.html.j2")
         self._text = env.get_template("letter.txt.j2")
         self._notice = env.get_template("notice.txt.j2")

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.schemas import Moment, storable
+from service.vocab import LetterStatus, OutboxStatus, RiskLevel
 
 Note = Field(None, max_length=4000)
 
@@ -33,7 +34,7 @@ class LetterItemOut(BaseModel):
     category_probability: float | None
     cause: str | None
     cause_probability: float | None
-    risk_level: str | None
+    risk_level: RiskLevel | None
     risk_score: float | None
     phrases: list[str] = Field(description="the phrases behind the prediction")
     occurrences: int = Field(description="contacts about this matter when the letter was issued")
@@ -52,8 +53,8 @@ class LetterSummary(BaseModel):
     number: str = Field(description="〔year〕第NNNN号")
     department: str
     sender: str
-    status: Literal["issued", "acknowledged", "resolved"]
-    risk_level: str | None
+    status: LetterStatus
+    risk_level: RiskLevel | None
     items_count: int
     issued_at: datetime
     ack_due_at: datetime | None
@@ -149,7 +150,7 @@ class OutboxOut(BaseModel):
     event: str | None
     receiver: str
     subject: str | None
-    status: str
+    status: OutboxStatus
     attempts: int
     next_attempt_at: datetime
     last_error: str | None

@@ -39,10 +39,10 @@ from service.routing import Routing
 from service.settings import Settings
 from service.silences import silence_for
 from service.tables import Alert, Complaint, Letter, LetterEvent, LetterItem, LetterSequence
+from service.vocab import LEVEL_RANK, AlertStatus, LetterStatus
 
 log = logging.getLogger("xiaobao.service.letters")
 
-LEVEL_RANK = {"高": 3, "中": 2, "低": 1}
 SUMMARY_CHARS = 160
 PHRASES_PER_ITEM = 6
 FLUSH_LOCK_KEY = 0x5842_4C45  # advisory lock id ("XBLE") serialising letter flushes on PostgreSQL
@@ -144,8 +144,8 @@ class Letters:
                                           .order_by(Complaint.received_at, Complaint.id)))
         days = self.settings.response_days
         ack_due_at, provisional = self._ack_due(now)
-        letter = Letter(year=year, seq=seq, number=format_number(year, seq), department=department, status="issued",
-                        group_key=group_key, issued_at=now, response_days=days,
+        letter = Letter(year=year, seq=seq, number=format_number(year, seq), department=department,
+                        status=LetterStatus.ISSUED, group_key=group_key, issued_at=now, response_days=days,
                         risk_level=max_level(a.risk_level for a in alerts),
                         ack_due_at=ack_due_at,
                         response_due_at=min(response_due(c.received_at, days, zone) for c in complaints))
@@ -199,7 +199,8 @@ class Letters:
                 text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FLUSH_LOCK_KEY}).scalar():
             return []
         # A lapsed alert never lettered (its window passed while no worker ran) is still owed a letter.
-        waiting = or_(Alert.status == "open", and_(Alert.status == "lapsed", Alert.silence_id.is_(None)))
+        waiting = or_(Alert.status == AlertStatus.OPEN,
+                      and_(Alert.status == AlertStatus.LAPSED, Alert.silence_id.is_(None)))
         query = select(Alert).where(waiting, Alert.letter_id.is_(None))
         if not force and minutes > 0:
             query = query.where(Alert.opened_at < window_start(now, minutes))
@@ -209,7 +210,7 @@ class Letters:
             silence = silence_for(session, now, a.department, a.category, a.cause, a.branch) \
                 if a.reason != "referral" else None
             if silence is not None:  # silenced while it waited for its window
-                a.status, a.silence_id = "silenced", silence.id
+                a.status, a.silence_id = AlertStatus.SILENCED, silence.id
                 continue
             groups[(a.department, window_start(a.opened_at, minutes) if minutes > 0 else a.opened_at)].append(a)
         letters = []
@@ -229,7 +230,7 @@ class Letters:
     def note_repeat(self, session: Session, alert: Alert, complaint: Complaint) -> None:
         """A repeat of a matter whose letter is out: recorded on the letter, and the department told."""
         letter = session.get(Letter, alert.letter_id)
-        if letter is None or letter.status == "resolved":
+        if letter is None or letter.status == LetterStatus.RESOLVED:
             return
         now = self.clock.now()
         note = (f"客户再次来访（累计{alert.occurrences}次）：{complaint.channel}，{complaint.branch}，"
@@ -252,8 +253,8 @@ class Letters:
         now = self.clock.now()
         quiet_since = now - timedelta(hours=self.settings.reminder_interval_hours)
         query = (select(Letter).where(
-            Letter.status != "resolved", Letter.ack_due_at <= now,
-            or_(Letter.status == "issued", Letter.response_due_at <= now),
+            Letter.status != LetterStatus.RESOLVED, Letter.ack_due_at <= now,
+            or_(Letter.status == LetterStatus.ISSUED, Letter.response_due_at <= now),
             or_(Letter.reminded_at.is_(None), Letter.reminded_at <= quiet_since))
             .order_by(Letter.id).limit(limit).with_for_update(skip_locked=True))
         letters = list(session.scalars(query))
@@ -275,9 +276,9 @@ class Letters:
 
     def overdue(self, letter: Letter, now: datetime) -> list[str]:
         out = []
-        if letter.status == "issued" and letter.ack_due_at and letter.ack_due_at <= now:
+        if letter.status == LetterStatus.ISSUED and letter.ack_due_at and letter.ack_due_at <= now:
             out.append("ack")
-        if letter.status != "resolved" and letter.response_due_at and letter.response_due_at <= now:
+        if letter.status != LetterStatus.RESOLVED and letter.response_due_at and letter.response_due_at <= now:
             out.append("response")
         return out
 
@@ -289,10 +290,10 @@ class Letters:
 
     def acknowledge(self, session: Session, access: Access, letter_id: int, note: str | None) -> Letter:
         letter = self._lock(session, access, letter_id)
-        if letter.status != "issued":
+        if letter.status != LetterStatus.ISSUED:
             raise ApiError(409, "conflict", f"letter {letter.number} is {letter.status} already")
         now = self.clock.now()
-        letter.status, letter.acknowledged_at = "acknowledged", now
+        letter.status, letter.acknowledged_at = LetterStatus.ACKNOWLEDGED, now
         letter.ack_note = clean(note) if note else None
         letter.events.append(LetterEvent(kind="acknowledged", at=now, note=letter.ack_note,
                                          api_key_id=access.principal.key_id))
@@ -302,16 +303,17 @@ class Letters:
         """Resolving implies acknowledging; the letter's alerts close, so a later repeat opens a new
         alert (and letter); the department and the protection department get a resolved notice."""
         letter = self._lock(session, access, letter_id)
-        if letter.status == "resolved":
+        if letter.status == LetterStatus.RESOLVED:
             raise ApiError(409, "conflict", f"letter {letter.number} is resolved already")
         now = self.clock.now()
         if letter.acknowledged_at is None:
             letter.acknowledged_at = now
-        letter.status, letter.resolved_at, letter.resolve_note = "resolved", now, clean(note)
+        letter.status, letter.resolved_at, letter.resolve_note = LetterStatus.RESOLVED, now, clean(note)
         letter.events.append(LetterEvent(kind="resolved", at=now, note=letter.resolve_note,
                                          api_key_id=access.principal.key_id))
-        session.execute(update(Alert).where(Alert.letter_id == letter.id, Alert.status.in_(("open", "lapsed")))
-                        .values(status="resolved", resolved_at=now, updated_at=now)
+        unresolved = (AlertStatus.OPEN, AlertStatus.LAPSED)
+        session.execute(update(Alert).where(Alert.letter_id == letter.id, Alert.status.in_(unresolved))
+                        .values(status=AlertStatus.RESOLVED, resolved_at=now, updated_at=now)
                         .execution_options(synchronize_session=False))
         session.flush()
         view = self.view(letter)
@@ -324,7 +326,7 @@ class Letters:
     def extend(self, session: Session, access: Access, letter_id: int, days: int, reason: str,
                approved_by: str | None) -> Letter:
         letter = self._lock(session, access, letter_id)
-        if letter.status == "resolved":
+        if letter.status == LetterStatus.RESOLVED:
             raise ApiError(409, "conflict", f"letter {letter.number} is resolved already")
         if days <= letter.response_days:
             raise ApiError(409, "conflict", f"letter {letter.number} already has {letter.response_days} days",

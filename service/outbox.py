@@ -45,10 +45,10 @@ from service.errors import ApiError
 from service.letter_schemas import OutboxOut, OutboxPage
 from service.settings import Settings
 from service.tables import LetterEvent, OutboxMessage
+from service.vocab import OutboxStatus
 
 log = logging.getLogger("xiaobao.service.outbox")
 
-STATUSES = ("pending", "sending", "failed", "sent", "dead")
 SIGNATURE_HEADER, TIMESTAMP_HEADER = "X-Xiaobao-Signature", "X-Xiaobao-Timestamp"
 IDEMPOTENCY_HEADER, EVENT_HEADER = "X-Idempotency-Key", "X-Xiaobao-Event"
 
@@ -233,8 +233,9 @@ class Delivery:
     def claim(self, limit: int | None = None) -> list[Claimed]:
         now = self.clock.now()
         owner = uuid.uuid4().hex
-        due = or_(and_(OutboxMessage.status.in_(("pending", "failed")), OutboxMessage.next_attempt_at <= now),
-                  and_(OutboxMessage.status == "sending", OutboxMessage.locked_until < now))
+        waiting = (OutboxStatus.PENDING, OutboxStatus.FAILED)
+        due = or_(and_(OutboxMessage.status.in_(waiting), OutboxMessage.next_attempt_at <= now),
+                  and_(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.locked_until < now))
         with self.db.transaction() as session:
             rows = list(session.scalars(
                 select(OutboxMessage).where(due).order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
@@ -242,7 +243,7 @@ class Delivery:
             lease = now + timedelta(seconds=self.settings.outbox_lease_seconds)
             out = []
             for m in rows:
-                m.status, m.locked_until, m.lease_owner, m.attempts = "sending", lease, owner, m.attempts + 1
+                m.status, m.locked_until, m.lease_owner, m.attempts = OutboxStatus.SENDING, lease, owner, m.attempts + 1
                 out.append(Claimed(m.id, m.idempotency_key, m.kind, m.receiver, m.subject, m.payload, m.event,
                                    m.letter_id, m.attempts, owner))
         return out
@@ -257,21 +258,22 @@ class Delivery:
         """Record the result if this worker still holds the lease; the status written, or "lost"."""
         now = self.clock.now()
         if error is None:
-            values: dict[str, Any] = {"status": "sent", "sent_at": now, "last_error": None}
+            values: dict[str, Any] = {"status": OutboxStatus.SENT, "sent_at": now, "last_error": None}
         elif message.attempts >= self.settings.outbox_max_attempts:
-            values = {"status": "dead", "last_error": error}
+            values = {"status": OutboxStatus.DEAD, "last_error": error}
         else:
-            values = {"status": "failed", "last_error": error, "next_attempt_at": now + self.backoff(message.attempts)}
+            values = {"status": OutboxStatus.FAILED, "last_error": error,
+                      "next_attempt_at": now + self.backoff(message.attempts)}
         values.update(locked_until=None, lease_owner=None)
         with self.db.transaction() as session:
             done = session.execute(
                 update(OutboxMessage).where(OutboxMessage.id == message.id, OutboxMessage.lease_owner == message.owner,
-                                            OutboxMessage.status == "sending")
+                                            OutboxMessage.status == OutboxStatus.SENDING)
                 .values(**values).execution_options(synchronize_session=False))
             if done.rowcount != 1:
                 return "lost"
-            if message.letter_id is not None and values["status"] in ("sent", "dead"):
-                what = "delivered" if values["status"] == "sent" else "undeliverable"
+            if message.letter_id is not None and values["status"] in (OutboxStatus.SENT, OutboxStatus.DEAD):
+                what = "delivered" if values["status"] == OutboxStatus.SENT else "undeliverable"
                 session.add(LetterEvent(letter_id=message.letter_id, kind=what, at=now,
                                         note=f"{message.event or ''} {message.kind} → {message.receiver}"
                                              + (f" ({error[:300]})" if error else "")))
@@ -304,7 +306,7 @@ class Delivery:
 # --- reading and retrying (admin) ---------------------------------------------------------------------
 def counts(session: Session) -> dict[str, int]:
     rows = session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
-    out = dict.fromkeys(STATUSES, 0)
+    out = dict.fromkeys(map(str, OutboxStatus), 0)
     out.update({status: n for status, n in rows})
     return out
 
@@ -333,10 +335,10 @@ class OutboxAdmin:
             msg = session.get(OutboxMessage, message_id, with_for_update=True)
             if msg is None:
                 raise ApiError(404, "not_found", f"message_id: no outbox message {message_id}", field="message_id")
-            if msg.status not in ("dead", "failed"):
+            if msg.status not in (OutboxStatus.DEAD, OutboxStatus.FAILED):
                 raise ApiError(409, "conflict", f"message {message_id} is {msg.status}; only dead or failed "
                                                 "messages are retried")
-            msg.status, msg.attempts, msg.next_attempt_at = "pending", 0, self.clock.now()
+            msg.status, msg.attempts, msg.next_attempt_at = OutboxStatus.PENDING, 0, self.clock.now()
             msg.locked_until, msg.lease_owner, msg.last_error = None, None, None
             session.flush()
             return _out(msg)

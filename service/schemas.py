@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from service.vocab import AlertStatus, ComplaintStatus, RiskLevel
+
 # Times the API accepts: ISO 8601, never a bare number (pydantic would read one as a Unix timestamp,
 # while the schema says date-time). Shifting to UTC may still overflow near year 1 or 9999: that
 # is checked where the zone is known (service.intake.to_utc with the field's name).
@@ -115,7 +117,7 @@ class HeadPrediction(BaseModel):
 
 class RiskPrediction(BaseModel):
     score: float = Field(description="calibrated probability that the request becomes a dispute")
-    level: str = Field(description="高 / 中 / 低")
+    level: RiskLevel
     phrases: list[Phrase] = []
 
 
@@ -198,10 +200,10 @@ class LetterRef(BaseModel):
 
 class AlertRef(BaseModel):
     id: int
-    status: str
+    status: AlertStatus
     reason: str
     department: str
-    risk_level: str | None
+    risk_level: RiskLevel | None
     occurrences: int
     letter: LetterRef | None = None
 
@@ -246,9 +248,9 @@ class ComplaintSummary(BaseModel):
     category: str | None
     cause: str | None
     risk_score: float | None
-    risk_level: str | None
+    risk_level: RiskLevel | None
     needs_review: bool
-    status: str
+    status: ComplaintStatus
     closed_at: datetime | None
     alert_id: int | None
     created_at: datetime
@@ -294,7 +296,7 @@ class OutcomeOut(BaseModel):
     confirmed: bool
     note: str | None
     recorded_at: datetime
-    complaint_status: str
+    complaint_status: ComplaintStatus
     closed_at: datetime | None
     labels: Labels
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.digest_schedule import parse_schedule
+from service.vocab import RiskLevel
 
 # The intake channels, categories and causes the project uses (../shared/domain.md); configuration,
 # not code, so a bank with other lists changes the environment, not the service.
@@ -24,7 +25,6 @@ DEFAULT_CATEGORIES = ["信用卡", "借记卡", "个人贷款", "人民币储蓄
 DEFAULT_CAUSES = ["服务态度及服务质量", "服务设施、设备、业务系统", "管理制度、业务规则与流程", "营销方式和手段",
                   "信息披露", "自主选择权", "定价收费", "产品收益", "合同条款", "消费者资金安全", "消费者信息安全",
                   "债务催收方式和手段"]
-RISK_LEVELS = ("高", "中", "低")
 
 StrList = Annotated[list[str], NoDecode]
 
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
                           description="zone of timestamps sent without an offset, and of exported times")
 
     # --- alerting (service.alerting, called from service.intake.after_store) -----------------------
-    alert_min_level: Literal["高", "中", "低"] = "高"
+    alert_min_level: RiskLevel = RiskLevel.HIGH
     alert_channels: StrList = Field(default_factory=lambda: ["监管转办"],
                                     description="channels whose every request raises an alert")
     dedup_window_days: int = Field(default=30, ge=0)

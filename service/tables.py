@@ -30,6 +30,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from service.vocab import (
+    ACTIVE_ALERT,
+    AlertStatus,
+    ComplaintStatus,
+    LetterStatus,
+    OutboxStatus,
+    RiskLevel,
+    one_of,
+)
+
 # Stable constraint names: Alembic needs them to alter or drop constraints later (SQLite batch mode too).
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -90,17 +100,7 @@ class ApiKey(Base):
         return self.revoked_at is not None
 
 
-class Department(Base):
-    """A 职能部室 that receives letters; the routing file may sync its contacts here."""
-
-    __tablename__ = "departments"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
-    email: Mapped[str | None] = mapped_column(String(320))
-    webhook_url: Mapped[str | None] = mapped_column(String(1000))
-    active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+_ACTIVE = one_of("status", ACTIVE_ALERT)
 
 
 class Alert(Base):
@@ -112,14 +112,15 @@ class Alert(Base):
     __tablename__ = "alerts"
     __table_args__ = (
         Index("uq_alerts_active_dedup_key", "dedup_key", unique=True,
-              sqlite_where=text("status IN ('open', 'silenced')"),
-              postgresql_where=text("status IN ('open', 'silenced')")),
+              sqlite_where=text(_ACTIVE), postgresql_where=text(_ACTIVE)),
         CheckConstraint("occurrences >= 1", name="occurrences_positive"),
+        CheckConstraint(one_of("status", AlertStatus), name="status_known"),
+        CheckConstraint(one_of("risk_level", RiskLevel), name="risk_level_known"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     dedup_key: Mapped[str] = mapped_column(String(400), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | silenced | resolved | lapsed
+    status: Mapped[str] = mapped_column(String(16), default=AlertStatus.OPEN, index=True)  # service.vocab.AlertStatus
     reason: Mapped[str] = mapped_column(String(32))  # risk_level | referral | …
     department: Mapped[str] = mapped_column(String(100), index=True)
     customer_ref: Mapped[str | None] = mapped_column(String(128))
@@ -146,7 +147,8 @@ class Complaint(Base):
 
     __tablename__ = "complaints"
     __table_args__ = (
-        CheckConstraint("status IN ('open', 'closed')", name="status_known"),
+        CheckConstraint(one_of("status", ComplaintStatus), name="status_known"),
+        CheckConstraint(one_of("risk_level", RiskLevel), name="risk_level_known"),
         CheckConstraint("repeat_count IS NULL OR repeat_count >= 0", name="repeat_count_not_negative"),
         Index("ix_complaints_received_at_id", "received_at", "id"),
     )
@@ -172,7 +174,8 @@ class Complaint(Base):
     risk_level: Mapped[str | None] = mapped_column(String(4), index=True)
     needs_review: Mapped[bool] = mapped_column(default=False, index=True)
     # Handling: the 15/30/60-day rule and the digest's "closed within 15 days" read these.
-    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ComplaintStatus.OPEN,
+                                        server_default=ComplaintStatus.OPEN.value, index=True)
     closed_at: Mapped[datetime | None]
     alert_id: Mapped[int | None] = mapped_column(Id, ForeignKey("alerts.id", ondelete="SET NULL"), index=True)
     api_key_id: Mapped[int | None] = mapped_column(Id, ForeignKey("api_keys.id", ondelete="SET NULL"))
@@ -224,6 +227,8 @@ class Letter(Base):
     __table_args__ = (
         UniqueConstraint("year", "seq"),
         CheckConstraint("seq >= 1", name="seq_positive"),
+        CheckConstraint(one_of("status", LetterStatus), name="status_known"),
+        CheckConstraint(one_of("risk_level", RiskLevel), name="risk_level_known"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -231,7 +236,7 @@ class Letter(Base):
     seq: Mapped[int]
     number: Mapped[str] = mapped_column(String(32), unique=True)
     department: Mapped[str] = mapped_column(String(100), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="issued", index=True)  # issued | acknowledged | resolved …
+    status: Mapped[str] = mapped_column(String(16), default=LetterStatus.ISSUED, index=True)  # service.vocab.LetterStatus
     # One letter per department per grouping window: the window's key makes a second worker's
     # attempt to open the same letter fail instead of duplicating it.
     group_key: Mapped[str | None] = mapped_column(String(200), unique=True)
@@ -294,6 +299,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        CheckConstraint(one_of("status", OutboxStatus), name="status_known"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -302,7 +308,7 @@ class OutboxMessage(Base):
     receiver: Mapped[str] = mapped_column(String(1000))  # address or URL
     subject: Mapped[str | None] = mapped_column(String(300))
     payload: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sending | failed | sent | dead
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)  # service.vocab.OutboxStatus
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     locked_until: Mapped[datetime | None]  # a worker's lease; an expired lease means it crashed

@@ -20,6 +20,8 @@ from typing import Any
 from jinja2 import BaseLoader, Environment, StrictUndefined, Template, Undefined
 from markupsafe import Markup
 
+from service.vocab import label
+
 PLAIN_TEXT = ".txt.j2"
 
 
@@ -34,6 +36,7 @@ def environment(loader: BaseLoader, *, undefined: type[Undefined] = StrictUndefi
     env = Environment(loader=loader, autoescape=autoescape, undefined=undefined, trim_blocks=True,
                       lstrip_blocks=True, **options)
     env.filters["probability"] = probability
+    env.filters["label"] = label  # {{ letter.status | label("letter") }}: service.vocab's one label table
     return env
 
 

@@ -23,11 +23,11 @@ from service.schemas import (
     OutcomeIn,
     OutcomeOut,
 )
+from service.vocab import ComplaintStatus, RiskLevel
 
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
 ComplaintId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the id the intake answered")]
-RiskLevel = Annotated[str | None, Query(pattern="^(高|中|低)$", description="高, 中 or 低")]
 
 
 @router.post("", response_model=IntakeResult, status_code=status.HTTP_201_CREATED, responses={
@@ -60,8 +60,8 @@ def submit_batch(body: ComplaintBatchIn, response: Response, intake: IntakeDep, 
 def list_complaints(
     db: DatabaseDep, settings: SettingsDep, principal: Annotated[Principal, Depends(require("read"))],
     channel: str | None = None, branch: str | None = None, category: str | None = None, cause: str | None = None,
-    risk_level: RiskLevel = None, needs_review: bool | None = None,
-    complaint_status: Annotated[str | None, Query(alias="status", pattern="^(open|closed)$")] = None,
+    risk_level: RiskLevel | None = None, needs_review: bool | None = None,
+    complaint_status: Annotated[ComplaintStatus | None, Query(alias="status")] = None,
     customer_ref: str | None = None,
     received_from: Annotated[Moment | None, Query(description="ISO date or time, inclusive")] = None,
     received_to: Annotated[Moment | None, Query(description="ISO date or time, exclusive")] = None,

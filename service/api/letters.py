@@ -13,6 +13,7 @@ from service.auth import Principal
 from service.letter_schemas import AckIn, ExtendIn, FlushOut, LetterOut, LetterPage, ResolveIn
 from service.letters import Access, Letters
 from service.schemas import MAX_OFFSET, ErrorResponse
+from service.vocab import LetterStatus
 
 router = APIRouter(prefix="/v1/letters", tags=["letters"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 422)}
@@ -55,7 +56,7 @@ def negotiate(request: Request, explicit: str | None) -> str:
 @router.get("", response_model=LetterPage, responses=ERRORS)
 def list_letters(db: DatabaseDep, service: LettersDep, principal: Reader,
                  department: str | None = None,
-                 letter_status: Annotated[Literal["issued", "acknowledged", "resolved"] | None,
+                 letter_status: Annotated[LetterStatus | None,
                                           Query(alias="status")] = None,
                  limit: Annotated[int | None, Query(ge=1, description="page size (default 50)")] = None,
                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> LetterPage:

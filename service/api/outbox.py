@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
@@ -11,6 +11,7 @@ from service.auth import Principal
 from service.letter_schemas import OutboxOut, OutboxPage
 from service.outbox import OutboxAdmin
 from service.schemas import MAX_OFFSET, ErrorResponse
+from service.vocab import OutboxStatus
 
 router = APIRouter(prefix="/v1/outbox", tags=["delivery"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 422)}
@@ -26,7 +27,7 @@ OutboxDep = Annotated[OutboxAdmin, Depends(outbox)]
 
 @router.get("", response_model=OutboxPage, responses=ERRORS)
 def list_messages(service: OutboxDep, _: Operator,
-                  message_status: Annotated[Literal["pending", "sending", "failed", "sent", "dead"] | None,
+                  message_status: Annotated[OutboxStatus | None,
                                             Query(alias="status")] = None,
                   limit: Annotated[int | None, Query(ge=1)] = None,
                   offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> OutboxPage:

@@ -42,8 +42,8 @@ from service.digest.schema import (
     WeeklyDigest,
 )
 from service.digest.weeks import Week
-from service.settings import RISK_LEVELS
 from service.tables import Complaint
+from service.vocab import RISK_LEVELS
 
 TREND_WEEKS = 12
 PSI_THRESHOLD = 0.2  # the usual reading: < 0.1 stable, 0.1-0.2 watch, > 0.2 shifted

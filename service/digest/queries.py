@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from service.deadlines import DUE_SOON_DAYS, RESPONSE_PERIODS, end_of_day, response_due
 from service.digest.weeks import Week
 from service.tables import Alert, Complaint, ComplaintOutcome, Letter, LetterItem, OutboxMessage, UTCDateTime
+from service.vocab import ComplaintStatus, OutboxStatus, RiskLevel
 
 UNCLASSIFIED = "未分类"
-HIGH = "高"
+HIGH = RiskLevel.HIGH
 LIST_LIMIT = 50
 EXCERPT_CHARS = 60
 
@@ -156,7 +157,8 @@ def high_risk(session: Session, start: datetime, end: datetime) -> tuple[dict[st
         base.outerjoin(Letter, Letter.id == letter_id)
         .with_only_columns(Complaint.id, Complaint.external_id, Complaint.received_at, Complaint.branch,
                            Complaint.channel, Complaint.category, Complaint.cause, Complaint.risk_score,
-                           _excerpt().label("excerpt"), case((closed, "closed"), else_="open").label("status"),
+                           _excerpt().label("excerpt"),
+                           case((closed, ComplaintStatus.CLOSED.value), else_=ComplaintStatus.OPEN.value).label("status"),
                            Alert.id.label("alert_id"), Alert.status.label("alert_status"),
                            Alert.department, Letter.number.label("letter_number"),
                            Letter.status.label("letter_status"))
@@ -175,7 +177,7 @@ def _letter_overdue(end: datetime) -> tuple[ColumnElement[bool], ColumnElement[b
 
 def dead_messages(session: Session, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
     """Dead outbox messages now (see schema.Letters.undeliverable): the count and the oldest."""
-    dead = OutboxMessage.status == "dead"
+    dead = OutboxMessage.status == OutboxStatus.DEAD
     total = session.scalar(select(func.count()).select_from(OutboxMessage).where(dead)) or 0
     rows = session.execute(select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.event, OutboxMessage.receiver,
                                   OutboxMessage.attempts, OutboxMessage.last_error)

@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from service.digest import charts
 from service.digest.schema import WeeklyDigest
-from service.digest.wording import ALERT_STATUS, LETTER_STATUS, OVERDUE_KINDS, STATUS, title, week_dates
+from service.digest.wording import OVERDUE_KINDS, title, week_dates
 from service.digest.xlsx import workbook
 from service.templating import environment, render_html
 
@@ -84,8 +84,7 @@ def clip(text: str | None, size: int) -> str:
 def _environment() -> Environment:
     env = environment(FileSystemLoader(TEMPLATES))
     env.filters.update(pct=pct, signed_pct=signed_pct, signed=signed, number=number, pad=pad, clip=clip)
-    env.globals.update(OVERDUE_KINDS=OVERDUE_KINDS, LETTER_STATUS=LETTER_STATUS, ALERT_STATUS=ALERT_STATUS,
-                       STATUS=STATUS)
+    env.globals.update(OVERDUE_KINDS=OVERDUE_KINDS)  # statuses: the label filter (service.vocab)
     return env
 
 

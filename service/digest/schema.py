@@ -10,6 +10,8 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
+from service.vocab import AlertStatus, ComplaintStatus, LetterStatus, RiskLevel
+
 
 class Change(BaseModel):
     """A figure against an earlier period; `change_pct` is null (with `note`) where it is undefined."""
@@ -69,12 +71,12 @@ class RequestRow(BaseModel):
 
 
 class HighRiskItem(RequestRow):
-    status: str = Field(description="open | closed, at the week's end")
+    status: ComplaintStatus = Field(description="at the week's end")
     alert_id: int | None
-    alert_status: str | None
+    alert_status: AlertStatus | None
     department: str | None
     letter_number: str | None
-    letter_status: str | None
+    letter_status: LetterStatus | None
 
 
 class HighRisk(BaseModel):
@@ -91,7 +93,7 @@ class LetterRow(BaseModel):
     issued_at: datetime
     ack_due_at: datetime | None
     response_due_at: datetime | None
-    status: str
+    status: LetterStatus
     overdue: str = Field(description="ack | response | ack+response")
 
 
@@ -191,7 +193,7 @@ class ModelHealth(BaseModel):
 
 
 class LevelWatch(BaseModel):
-    level: str = Field(description="高, or 中 counting 高 too: the requests at or above it")
+    level: RiskLevel = Field(description="高, or 中 counting 高 too: the requests at or above it")
     raised: int = Field(description="requests of the week at or above the level")
     rate: float | None = Field(description="their share of the week's scored requests")
     expected_rate: float | None = Field(description="the share the model card expects (held-out writers)")
@@ -203,7 +205,7 @@ class LevelWatch(BaseModel):
 
 
 class MissedItem(RequestRow):
-    risk_level: str | None
+    risk_level: RiskLevel | None
 
 
 class AlertWatch(BaseModel):

@@ -1,6 +1,6 @@
 """The digest's wording every format shares (HTML and text in `service/digest/render.py`, the workbook
-in `service/digest/xlsx.py`): the title and the labels of overdue kinds and statuses. Its own module
-so the two renderers import it rather than each other."""
+in `service/digest/xlsx.py`): the title and the labels of overdue kinds (statuses are labelled by service.vocab). Its own
+module so the two renderers import it rather than each other."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ from zoneinfo import ZoneInfo
 from service.digest.schema import WeeklyDigest
 
 OVERDUE_KINDS = {"ack": "未按时签收", "response": "未按时办结", "ack+response": "未签收且未办结"}
-LETTER_STATUS = {"issued": "已发出", "sent": "已发送", "acknowledged": "已签收", "resolved": "已办结",
-                 "escalated": "已升级", "cancelled": "已撤销"}
-ALERT_STATUS = {"open": "处理中", "silenced": "已静默", "resolved": "已解决", "lapsed": "已过期"}
-STATUS = {"open": "未办结", "closed": "已办结"}
 
 
 def week_dates(digest: WeeklyDigest) -> tuple[date, date]:

@@ -15,7 +15,8 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from service.digest.schema import BreakdownRow, WeeklyDigest
-from service.digest.wording import ALERT_STATUS, LETTER_STATUS, OVERDUE_KINDS, STATUS, title
+from service.digest.wording import OVERDUE_KINDS, title
+from service.vocab import RiskLevel, label
 
 SHEETS = ("概览", "趋势", "业务大类", "投诉原因", "渠道", "网点排名", "高风险投诉", "提示函", "办理时效",
           "新兴话题", "模型健康")
@@ -147,8 +148,8 @@ def workbook(digest: WeeklyDigest) -> Workbook:
     w.table(ws, 3, ["编号", "接收时间", "网点", "渠道", "业务大类", "投诉原因", "风险分", "状态", "预警状态", "部门",
                     "提示函", "提示函状态", "内容摘要（已脱敏）"],
             [(r.external_id, w.time(r.received_at), r.branch, r.channel, r.category, r.cause, r.risk_score,
-              STATUS.get(r.status, r.status), ALERT_STATUS.get(r.alert_status or "", r.alert_status),
-              r.department, r.letter_number, LETTER_STATUS.get(r.letter_status or "", r.letter_status), r.excerpt)
+              label(r.status, "complaint"), label(r.alert_status, "alert"),
+              r.department, r.letter_number, label(r.letter_status, "letter"), r.excerpt)
              for r in d.high_risk.items], {7: "0.00"})
     w.widths(ws, [14, 17, 14, 10, 12, 20, 8, 8, 10, 16, 16, 10, 60])
 
@@ -163,7 +164,7 @@ def workbook(digest: WeeklyDigest) -> Workbook:
                    [(r.department, r.sent, r.acknowledged, r.overdue) for r in L.by_department])
     w.table(ws, last + 2, ["文号", "部门", "发出时间", "签收期限", "办理期限", "状态", "逾期情形"],
             [(r.number, r.department, w.time(r.issued_at), w.time(r.ack_due_at), w.time(r.response_due_at),
-              LETTER_STATUS.get(r.status, r.status), OVERDUE_KINDS.get(r.overdue, r.overdue))
+              label(r.status, "letter"), OVERDUE_KINDS.get(r.overdue, r.overdue))
              for r in L.overdue_items])
     w.widths(ws, [18, 16, 17, 17, 17, 10, 14])
 
@@ -210,7 +211,7 @@ def workbook(digest: WeeklyDigest) -> Workbook:
     W = d.alert_watch
     last = w.table(ws, last + 2, ["预警级别", "本周件数", "本周占比", "模型卡预期", "偏离预期", "已知结果中预警",
                                   "召回率", "精确率"],
-                   [(r.level if r.level == "高" else f"{r.level}及以上", r.raised, r.rate, r.expected_rate,
+                   [(r.level if r.level == RiskLevel.HIGH else f"{r.level}及以上", r.raised, r.rate, r.expected_rate,
                      "是" if r.off else "否", r.outcomes_alerted, r.recall, r.precision) for r in W.levels],
                    {3: PERCENT, 4: PERCENT, 7: PERCENT, 8: PERCENT})
     ws.cell(row=last + 1, column=1, value=f"召回率、精确率：{w.time(W.outcomes_from)} 起收到、已记录升级结果 "

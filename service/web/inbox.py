@@ -20,15 +20,15 @@ from sqlalchemy.orm import Session
 from service.db import Database
 from service.deadlines import DUE_SOON_DAYS, end_of_day
 from service.letters import Access
-from service.settings import RISK_LEVELS
 from service.tables import Alert, Complaint, Letter, LetterItem
+from service.vocab import LEVEL_RANK, RISK_LEVELS, AlertStatus, LetterStatus, labels
 
 PAGE_SIZE = 20
 # The acknowledgement window is itself only two working days: "soon" there means the last day.
 ACK_SOON_DAYS = 1
-LETTER_STATUSES = {"issued": "待签收", "acknowledged": "处理中", "resolved": "已办结", "overdue": "已逾期",
-                   "due_soon": f"{DUE_SOON_DAYS}日内到期"}
-ALERT_STATUSES = {"open": "待处理", "silenced": "已静默", "resolved": "已解决", "lapsed": "已过期"}
+# The status filter: the statuses' own labels, and for letters two states derived from the deadlines.
+LETTER_STATUSES = {**labels(LetterStatus), "overdue": "已逾期", "due_soon": f"{DUE_SOON_DAYS}日内到期"}
+ALERT_STATUSES = labels(AlertStatus)
 LETTER_SORTS = {"issued": "发函时间", "response_due": "反馈期限", "ack_due": "签收期限", "risk": "风险等级",
                 "number": "文号"}
 ALERT_SORTS = {"opened": "预警时间", "last_seen": "最近来访", "risk": "风险等级", "occurrences": "来访次数"}
@@ -165,23 +165,23 @@ class Page:
 
 
 def _risk_rank(column: Any) -> ColumnElement[int]:
-    return case((column == "高", 3), (column == "中", 2), (column == "低", 1), else_=0)
+    return case(*((column == level, rank) for level, rank in LEVEL_RANK.items()), else_=0)
 
 
 def overdue_ack(now: datetime) -> ColumnElement[bool]:
-    return and_(Letter.status == "issued", Letter.ack_due_at <= now)
+    return and_(Letter.status == LetterStatus.ISSUED, Letter.ack_due_at <= now)
 
 
 def overdue_response(now: datetime) -> ColumnElement[bool]:
-    return and_(Letter.status != "resolved", Letter.response_due_at <= now)
+    return and_(Letter.status != LetterStatus.RESOLVED, Letter.response_due_at <= now)
 
 
 def due_soon(now: datetime) -> ColumnElement[bool]:
     """Not overdue yet, and the response deadline falls within DUE_SOON_DAYS days or an awaited
     acknowledgement within ACK_SOON_DAYS."""
-    return and_(Letter.status != "resolved", ~overdue_ack(now), ~overdue_response(now),
+    return and_(Letter.status != LetterStatus.RESOLVED, ~overdue_ack(now), ~overdue_response(now),
                 or_(Letter.response_due_at <= now + timedelta(days=DUE_SOON_DAYS),
-                    and_(Letter.status == "issued", Letter.ack_due_at <= now + timedelta(days=ACK_SOON_DAYS))))
+                    and_(Letter.status == LetterStatus.ISSUED, Letter.ack_due_at <= now + timedelta(days=ACK_SOON_DAYS))))
 
 
 def _day_window(q: InboxQuery, column: Any, zone: ZoneInfo) -> list[ColumnElement[bool]]:
@@ -197,7 +197,7 @@ def _letters_query(q: InboxQuery, access: Access, now: datetime, zone: ZoneInfo)
     query = access.scope(select(Letter))
     if q.department:
         query = query.where(Letter.department == q.department)
-    if q.status in ("issued", "acknowledged", "resolved"):
+    if q.status in labels(LetterStatus):  # a stored status, not one derived from the deadlines
         query = query.where(Letter.status == q.status)
     elif q.status == "overdue":
         query = query.where(or_(overdue_ack(now), overdue_response(now)))
@@ -228,9 +228,9 @@ def letters_page(db: Database, access: Access, q: InboxQuery, now: datetime, zon
     for x in letters:
         n, categories, branches = details.get(x.id, (0, [], []))
         flags = []
-        if x.status == "issued" and x.ack_due_at and x.ack_due_at <= now:
+        if x.status == LetterStatus.ISSUED and x.ack_due_at and x.ack_due_at <= now:
             flags.append("ack")
-        if x.status != "resolved" and x.response_due_at and x.response_due_at <= now:
+        if x.status != LetterStatus.RESOLVED and x.response_due_at and x.response_due_at <= now:
             flags.append("response")
         rows.append(LetterRow(x.id, x.number, x.department, x.status, x.risk_level, n, x.issued_at, x.ack_due_at,
                               x.response_due_at, flags, x.id in soon, categories, branches))
@@ -294,12 +294,12 @@ def counts(db: Database, access: Access, now: datetime) -> Counts:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     query = access.scope(select(n(or_(overdue_ack(now), overdue_response(now))), n(overdue_ack(now)),
-                                n(overdue_response(now)), n(due_soon(now)), n(Letter.status == "issued"),
-                                n(Letter.status == "acknowledged")).select_from(Letter))
+                                n(overdue_response(now)), n(due_soon(now)), n(Letter.status == LetterStatus.ISSUED),
+                                n(Letter.status == LetterStatus.ACKNOWLEDGED)).select_from(Letter))
     with db.reading() as session:
         values = session.execute(query).one()
         alerts = session.scalar(select(func.count()).select_from(Alert)
-                                .where(_alert_scope(access), Alert.status == "open")) or 0
+                                .where(_alert_scope(access), Alert.status == AlertStatus.OPEN)) or 0
     return Counts(*(int(v) for v in values), open_alerts=int(alerts))
 
 

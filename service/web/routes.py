@@ -31,7 +31,7 @@ from service.digest import render as digest_render
 from service.digest import service as digests
 from service.digest.weeks import Week, WeekError, week_of
 from service.errors import ApiError
-from service.letter_render import EVENT_NAMES, OVERDUE_NAMES, STATUS_NAMES
+from service.letter_render import EVENT_NAMES, OVERDUE_NAMES
 from service.letter_schemas import AckIn, ResolveIn
 from service.letters import Access, Letters, mask_ref
 from service.schemas import OutcomeIn
@@ -94,10 +94,9 @@ def _templates(settings: Settings) -> Jinja2Templates:
                        pct=lambda p, digits=0: "—" if p is None else f"{p * 100:.{digits}f}%",
                        num=lambda x, digits=3: "—" if x is None else f"{x:.{digits}f}",
                        mask_ref=mask_ref)
-    env.globals.update(letter_statuses=inbox.LETTER_STATUSES, alert_statuses=inbox.ALERT_STATUSES,
-                       status_names=STATUS_NAMES, event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES,
-                       risk_levels=inbox.RISK_LEVELS, heads=dict(HEADS), urlencode=urlencode,
-                       protection_department=settings.protection_department)
+    # Status labels come from the `label` filter (service.vocab), not from a dict of the console's own.
+    env.globals.update(event_names=EVENT_NAMES, overdue_names=OVERDUE_NAMES, risk_levels=inbox.RISK_LEVELS,
+                       heads=dict(HEADS), urlencode=urlencode, protection_department=settings.protection_department)
     return templates
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import CheckConstraint, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service.db import Database, DatabaseError, head_revision, normalise_url
@@ -22,6 +22,7 @@ from service.tables import (
     LetterSequence,
     OutboxMessage,
 )
+from tests.service.conftest import BACKENDS, throwaway_pg_database
 
 
 def _complaint(external_id: str = "E1", **kw) -> Complaint:
@@ -37,6 +38,71 @@ def test_migrations_create_exactly_the_models(db):
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == [], f"models and migrations differ; write a migration: {diff}"
+
+
+def _checks(engine) -> dict[str, set[str]]:
+    inspector = inspect(engine)
+    return {t: {c["name"] for c in inspector.get_check_constraints(t)} for t in inspector.get_table_names()
+            if t != "alembic_version"}
+
+
+def test_migrations_create_the_models_check_constraints(db):
+    """compare_metadata leaves CHECK constraints out: compare them by name, table by table."""
+    expected = {t.name: {c.name for c in t.constraints if isinstance(c, CheckConstraint)}
+                for t in Base.metadata.sorted_tables}
+    assert _checks(db.engine) == expected
+
+
+@pytest.mark.parametrize("table, row", [
+    ("letters", lambda: Letter(year=2026, seq=1, number="〔2026〕第0001号", department="d", status="sent")),
+    ("letters", lambda: Letter(year=2026, seq=1, number="〔2026〕第0001号", department="d", risk_level="极高")),
+    ("alerts", lambda: Alert(dedup_key="k", reason="risk_level", department="d", status="escalated")),
+    ("alerts", lambda: Alert(dedup_key="k", reason="risk_level", department="d", risk_level="high")),
+    ("outbox", lambda: OutboxMessage(idempotency_key="k", kind="email", receiver="a@example.com", payload={},
+                                     status="lost")),
+    ("complaints", lambda: _complaint(status="pending")),
+    ("complaints", lambda: _complaint(risk_level="高风险")),
+])
+def test_statuses_and_risk_levels_outside_the_vocabulary_are_refused(db, table, row):
+    with pytest.raises(IntegrityError, match="known"), db.transaction() as s:
+        s.add(row())
+    with db.transaction() as s:  # the vocabulary's own values pass
+        s.add(Letter(year=2026, seq=1, number="〔2026〕第0001号", department="d", status="acknowledged", risk_level="中"))
+        s.add(Alert(dedup_key="k", reason="risk_level", department="d", status="lapsed", risk_level="低"))
+        s.add(OutboxMessage(idempotency_key="k", kind="email", receiver="a@example.com", payload={}, status="dead"))
+        s.add(_complaint(status="closed", risk_level="高"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_latest_migration_downgrades_and_upgrades_again(backend, tmp_path):
+    """0005 drops the unused departments table and adds the vocabulary's CHECK constraints; one step
+    down brings the table back and takes the constraints away, on both databases."""
+    if backend == "sqlite":
+        _down_and_up(f"sqlite:///{tmp_path}/m.db")
+    else:
+        with throwaway_pg_database() as url:
+            _down_and_up(url)
+
+
+def _down_and_up(url: str) -> None:
+    db = Database(url)
+    try:
+        db.upgrade()
+        head = _checks(db.engine)
+        assert "departments" not in head and "ck_letters_status_known" in head["letters"]
+        with db.transaction() as s:
+            s.add(Letter(year=2026, seq=1, number="〔2026〕第0001号", department="d", risk_level="高"))
+        db.downgrade("-1")
+        assert db.revision() == "0004"
+        before = _checks(db.engine)
+        assert "departments" in before
+        assert before["letters"] == {"ck_letters_seq_positive"} and before["outbox"] == {"ck_outbox_attempts_not_negative"}
+        db.upgrade()
+        assert db.revision() == head_revision() and _checks(db.engine) == head
+        with db.reading() as s:
+            assert s.scalar(select(Letter.number)) == "〔2026〕第0001号"  # rows survive SQLite's table copies
+    finally:
+        db.dispose()
 
 
 def test_downgrade_to_base_and_upgrade_again(tmp_path):

@@ -92,6 +92,20 @@ def test_xlsx_has_a_sheet_per_section_and_charts(digest):
     assert wb["新兴话题"]["A2"].value == "年费"
 
 
+def test_statuses_read_as_the_console_reads_them(digest):
+    """The digest's labels are the console's (service.vocab): an issued letter 待签收, an open alert
+    待处理, an open request 未办结, in HTML, text and xlsx alike."""
+    html, text = to_html(digest), to_text(digest)
+    assert "未办结<br>预警待处理</td>" in html and "〔2026〕第0001号<br>待签收</td>" in html
+    assert "<td>待签收</td><td class=\"warn\">未按时签收</td>" in html
+    assert "〔2026〕第0001号 待签收" in text
+    wb = openpyxl.load_workbook(io.BytesIO(render(digest, "xlsx")))
+    first = next(wb["高风险投诉"].iter_rows(min_row=4, max_row=4, values_only=True))
+    assert (first[7], first[8], first[11]) == ("未办结", "待处理", "待签收")
+    overdue = [row for row in wb["提示函"].iter_rows(values_only=True) if row[0] == "〔2026〕第0001号"]
+    assert overdue and overdue[0][5:7] == ("待签收", "未按时签收")
+
+
 def test_json_round_trips_through_the_schema(digest):
     data = json.loads(render(digest, "json"))
     assert WeeklyDigest.model_validate(data) == digest

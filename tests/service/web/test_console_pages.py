@@ -164,6 +164,24 @@ def test_acknowledging_needs_the_session_token(client, keys, world):
     assert again.status_code == 409 and "操作未执行" in again.text
 
 
+def test_a_letters_status_reads_the_same_in_the_inbox_the_page_and_the_letter(client, keys, world):
+    """One label per status (service.vocab): the inbox filter, its rows, the page's badge and the
+    letter document all say 已签收，处理中 once the department has acknowledged."""
+    letter = world["letter"]
+    csrf = sign_in(client, world["mine_key"])
+    assert client.post(f"/console/letters/{letter['id']}/ack", data={"csrf_token": csrf},
+                       follow_redirects=False).status_code == 303
+    inbox = client.get("/console/", params={"status": "acknowledged"}).text
+    assert '<option value="acknowledged" selected>已签收，处理中</option>' in inbox
+    assert '<span class="badge status-acknowledged" data-status="acknowledged">已签收，处理中</span>' in inbox
+    page = client.get(f"/console/letters/{letter['id']}").text
+    assert 'data-status="acknowledged">已签收，处理中</span>' in page
+    document = client.get(f"/console/letters/{letter['id']}/document").text
+    assert '<span class="status">已签收，处理中' in document
+    text = client.get(f"/v1/letters/{letter['id']}?format=text", headers=bearer(keys["admin"])).text
+    assert f"{letter['number']}（已签收，处理中" in text
+
+
 def test_resolving_needs_a_note_and_happens_once(client, keys, world):
     letter = world["letter"]
     csrf = sign_in(client, world["mine_key"])

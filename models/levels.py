@@ -1,0 +1,23 @@
+"""The risk levels a bundle assigns (`ModelBundle.risk_level`), highest first.
+
+A module of its own, without numpy or scikit-learn, so that the service's settings, tables and API
+schemas can use the levels without loading a model's dependencies.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RiskLevel(StrEnum):
+    """How likely a request is to become a dispute: its calibrated score against the model's thresholds."""
+
+    # StrEnum: members compare equal to their values, so stored strings and the enum mix freely.
+    HIGH = "高"
+    MEDIUM = "中"
+    LOW = "低"
+
+
+RISK_LEVELS: tuple[RiskLevel, ...] = tuple(RiskLevel)
+
+__all__ = ["RISK_LEVELS", "RiskLevel"]
