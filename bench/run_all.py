@@ -65,6 +65,13 @@ def accuracy_table(r: dict[str, Any]) -> str:
                     f"{level(bd['risk_levels'], '高')} | recall ≥ 0.50 at precision ≥ 0.80 |")
         rows.append(f"| | 中 or above: recall / precision / alert rate | {level(d['risk_levels'], '中')} | "
                     f"{level(bd['risk_levels'], '中')} | |")
+        ci = ours.get("bank_dev_interval")
+        if ci:
+            def span(key: str) -> str:
+                return f"{ci[key][0]:.2f}–{ci[key][1]:.2f}"
+            rows.append(f"| | 95% interval, {ci['resamples']:,} bootstrap resamples of the 200 rows: category / "
+                        f"cause F1, ECE, 高 recall / precision | {span('category_macro_f1')} / {span('cause_macro_f1')}, "
+                        f"{span('risk_ece')}, {span('high_recall')} / {span('high_precision')} | | |")
         rows.append(f"| demo corpus validation split (20%) | category / cause macro-F1, risk ROC-AUC / ECE | "
                     f"{v['category_macro_f1']:.4f} / {v['cause_macro_f1']:.4f}, {v['risk_roc_auc']:.4f} / "
                     f"{v['risk_ece']:.4f} | | |")
