@@ -83,7 +83,7 @@ encoder: $(STAMP)
 # no cycles inside a package; docs/architecture.md, section 1).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo
 
 # Both cores (pytest-xdist, one test module per worker so module fixtures are built once); the slowest
 # 15 tests are printed at the end so a regression shows.
