@@ -56,8 +56,9 @@ def current_registry(scratch: Path):
     """The registry whose current model scores the corpus: the project's, or, when it has no model
     this code can load, one trained on the demo corpus in `scratch`."""
     from models.registry import ModelLoadError, Registry
+    from models.settings import ModelSettings
 
-    registry = Registry()
+    registry = Registry.from_settings(ModelSettings.from_env())
     try:
         registry.load("current")
         return registry

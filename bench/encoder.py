@@ -58,7 +58,7 @@ def latencies_ms(fn: Any, texts: list[str]) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--encoder", type=Path, default=None, help="checkpoint directory (default models/encoder_e5)")
+    ap.add_argument("--encoder", type=Path, default=None, help="checkpoint directory (default $XIAOBAO_ENCODER, else models/encoder_e5)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-texts", type=int, default=30, help="single-text calls per runtime and round")
     args = ap.parse_args(argv)
@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if texts is None:
         print("skip: encoder benchmark needs ../shared/data/taidi2020c/bodies.csv", file=sys.stderr)
         return 0
-    from models.encoder import Encoder, default_encoder_dir, onnx_runtime
+    from models.encoder import Encoder, onnx_runtime
+    from models.settings import ModelSettings
 
-    folder = args.encoder or default_encoder_dir()
+    folder = args.encoder or ModelSettings.from_env().encoder
     ensure_encoder(folder)
     load_start = os.getloadavg()
 

@@ -48,12 +48,14 @@ def readyz() -> dict:
 '''
 
 
-def registry_root() -> Path:
+def current_registry():
+    """The registry of the environment's model settings (XIAOBAO_REGISTRY, default models/registry)."""
     from models.registry import Registry
+    from models.settings import ModelSettings
 
-    registry = Registry()
+    registry = Registry.from_settings(ModelSettings.from_env())
     registry.load("current")  # fails early, with the reason, when there is no usable model
-    return registry.root
+    return registry
 
 
 def bare_server(scratch: Path, workers: int) -> Server:
@@ -65,10 +67,8 @@ def bare_server(scratch: Path, workers: int) -> Server:
     return server
 
 
-def in_process_predict(rows: list[dict], n: int = 400) -> dict[str, float]:
-    from models.registry import Registry
-
-    bundle = Registry().load("current")
+def in_process_predict(rows: list[dict], registry, n: int = 400) -> dict[str, float]:
+    bundle = registry.load("current")
     texts = [r["text"] for r in rows[:n]]
     times = []
     for text in texts:
@@ -113,10 +113,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--workers", type=int, default=2, help="uvicorn workers (one per core)")
     args = p.parse_args(argv)
     rows = pd.read_csv(CORPUS, dtype=str, keep_default_na=False).to_dict("records")
-    registry = registry_root()
+    models = current_registry()
+    registry = models.root
     result: dict[str, Any] = {"load_average_start": os.getloadavg(), "uvicorn_workers": args.workers,
                               "clients": args.clients, "seconds": args.seconds, "open_rate_per_client": args.rate,
-                              "in_process": in_process_predict(rows), "backends": {}}
+                              "in_process": in_process_predict(rows, models), "backends": {}}
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         bare = bare_server(scratch, args.workers)

@@ -29,6 +29,7 @@ from bench.encoder import BATCH as SPEED_BATCH
 from bench.encoder import CHARS as SPEED_CHARS
 from bench.encoder import load_texts as speed_texts  # the texts bench/encoder.py times
 from models.registry import Registry
+from models.settings import ModelSettings, in_scope
 from models.text import clean
 from training.common import FinetuneParams, TrainParams
 from training.data import Columns, Dataset, load_dataset
@@ -170,12 +171,8 @@ def speed(rounds: int = 3, latency_texts: int = 40) -> dict[str, Any] | None:
         # Trained on the demo corpus, whose embeddings the shared cache holds; loaded with an empty one.
         demo = load_dataset(ROOT / "data/demo/demo_corpus.csv")
         versions = {b: train(demo, TrainParams(backend=b), registry).version for b in ("linear", "hybrid")}
-        saved = os.environ.get("XIAOBAO_CACHE")
-        os.environ["XIAOBAO_CACHE"] = str(Path(tmp) / "cache")
-        try:
-            bundles = {b: registry.load(v) for b, v in versions.items()}
-        finally:
-            os.environ.pop("XIAOBAO_CACHE") if saved is None else os.environ.update(XIAOBAO_CACHE=saved)
+        fresh_cache = Registry(registry.root, registry.settings.but(cache=Path(tmp) / "cache"))
+        bundles = {b: fresh_cache.load(v) for b, v in versions.items()}
         fresh = iter(f"{t}（{k}）" for k in range(10**6) for t in texts)  # never the same text twice
         throughput: list[float] = []
         lat: dict[str, list[float]] = {"hybrid": [], "hybrid_explain": [], "linear": [], "linear_explain": []}
@@ -256,12 +253,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps = [int(a.split("=", 1)[1]) for a in args if a.startswith("--finetune-steps=")]
     epochs = [int(a.split("=", 1)[1]) for a in args if a.startswith("--finetune-epochs=")]
     ours: dict[str, Any] = {}
+    models = ModelSettings.from_env()  # the encoder and embedding cache every section uses
     for name in only:
         t0 = time.perf_counter()
-        if name == "finetune_demo":
-            section = finetune_demo(epochs=epochs[-1] if epochs else 1, max_steps=steps[-1] if steps else None)
-        else:
-            section = SECTIONS[name]()
+        with in_scope(models):
+            if name == "finetune_demo":
+                section = finetune_demo(epochs=epochs[-1] if epochs else 1, max_steps=steps[-1] if steps else None)
+            else:
+                section = SECTIONS[name]()
         if section is not None:
             ours[name] = section | {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)

@@ -5,6 +5,10 @@ weights, e.g. finetune.safetensors, for a finetune bundle), and <root>/state.jso
 version and the earlier champions (for rollback). Loading checks the card's sha256 of every file and
 library versions before unpickling, so a corrupt, truncated or incompatible bundle is refused with a
 sentence, never a pickle traceback.
+
+A `Registry` is given its folder and the model settings (`models.settings`) its bundles load with:
+the encoder folder where a moved base encoder is looked for, and the embedding cache. Entry points
+build it with `Registry.from_settings(ModelSettings.from_env())`; nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import platform
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +30,12 @@ import joblib
 from models.bundle import FORMAT_VERSION, ModelBundle
 from models.errors import ModelLoadError
 from models.hashing import sha256_file, text_fingerprint
+from models.settings import ModelSettings, current, in_scope
 
 BUNDLE_FILE = "bundle.joblib"
 CARD_FILE = "card.json"
 VALIDATION_FILE = "validation.parquet"
 TRAINED_ON_FILE = "trained_on.txt"  # fingerprints of the training rows' texts, so promotion compares fairly
-DEFAULT_ROOT = Path(__file__).resolve().parent / "registry"
 
 
 def library_versions() -> dict[str, str]:
@@ -74,9 +78,11 @@ def read_card(folder: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: unreadable model card ({exc})") from None
 
 
-def load_bundle_dir(folder: Path | str) -> ModelBundle:
-    """Load and verify the bundle in a version folder."""
+def load_bundle_dir(folder: Path | str, settings: ModelSettings | None = None) -> ModelBundle:
+    """Load and verify the bundle in a version folder; an encoder it references is restored with
+    `settings` (default: those in scope)."""
     folder = Path(folder)
+    settings = settings or current()
     card = read_card(folder)
     path = folder / BUNDLE_FILE
     if not path.is_file():
@@ -95,7 +101,8 @@ def load_bundle_dir(folder: Path | str) -> ModelBundle:
         raise ModelLoadError(f"{folder}: trained with incompatible libraries: {'; '.join(problems)}")
     verified = _verify_weight_files(folder, card)
     try:
-        bundle = joblib.load(path)
+        with in_scope(settings):  # unpickling cannot take arguments: the Encoder reads them from the scope
+            bundle = joblib.load(path)
     except ModelLoadError:  # e.g. the encoder a bundle references is not here: its own sentence
         raise
     except Exception as exc:  # unpickling failures come in many types; all mean "unusable"
@@ -144,10 +151,20 @@ def smoke_test(bundle: ModelBundle) -> None:
 
 @dataclass
 class Registry:
-    root: Path = DEFAULT_ROOT
+    """The registry in folder `root`. `settings` are the encoder and embedding-cache folders its bundles
+    load with and training with it uses (their `registry` is not consulted: `root` is the folder);
+    default: the settings in scope when it is made (`models.settings:current`)."""
+
+    root: Path
+    settings: ModelSettings = field(default_factory=current)
 
     def __post_init__(self) -> None:
-        self.root = Path(os.environ.get("XIAOBAO_REGISTRY", self.root)) if self.root == DEFAULT_ROOT else Path(self.root)
+        self.root = Path(self.root)
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings) -> Registry:
+        """The registry the settings name, loading with those settings."""
+        return cls(settings.registry, settings)
 
     # --- state ----------------------------------------------------------------------------------
     @property
@@ -247,7 +264,7 @@ class Registry:
         return read_card(self.resolve(ref))
 
     def load(self, ref: str = "current", verify: bool = True) -> ModelBundle:
-        bundle = load_bundle_dir(self.resolve(ref))
+        bundle = load_bundle_dir(self.resolve(ref), self.settings)
         if verify:
             smoke_test(bundle)
         return bundle

@@ -57,8 +57,9 @@ def champion():
     """(registry, version folder, card, bundle) of the registry's current model ($XIAOBAO_REGISTRY or
     models/registry), or a clear error."""
     from models.registry import ModelLoadError, Registry, read_card
+    from models.settings import ModelSettings
 
-    registry = Registry()
+    registry = Registry.from_settings(ModelSettings.from_env())  # a notebook is an entry point
     try:
         folder = registry.resolve("current")
     except ModelLoadError:

@@ -58,8 +58,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     calendar_warnings = routing.check_calendar(clock.now().astimezone(settings.zone).date())
     own_database = database is None
     db = database or Database(settings.database_url)
-    holder = model or ModelHolder(Registry(settings.registry) if settings.registry else Registry(),
-                                  probe_channel=settings.channels[0])
+    holder = model or ModelHolder(Registry.from_settings(settings.models), probe_channel=settings.channels[0])
     metrics = Metrics()
 
     @asynccontextmanager

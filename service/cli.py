@@ -13,22 +13,27 @@ from service.cli_common import ServiceCliError, load_settings, open_database
 from service.db import DatabaseError
 from service.digest import cli as digest_cli
 from service.labels import ExportError
+from service.settings import Settings
 
 KNOWN_ERRORS: tuple[type[Exception], ...] = (ServiceCliError, KeyCommandError, DatabaseError, ExportError,
                                              *delivery_cli.KNOWN_ERRORS)
 
 
 # --- serve -------------------------------------------------------------------------------------
+def worker_process_environment(settings: Settings) -> dict[str, str]:
+    """What `serve --workers N` must put in the environment for its worker processes: uvicorn spawns
+    them and each calls `service.app:create_app()`, which reads `Settings()` from the environment
+    (an import string is all uvicorn passes to them). The rest of the environment they inherit as it
+    is; these are the settings serve's own options change."""
+    return {"XIAOBAO_DATABASE_URL": settings.database_url, "XIAOBAO_RUN_WORKER": str(settings.run_worker).lower()}
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import logging
 
     import uvicorn
 
-    if args.database_url:
-        os.environ["XIAOBAO_DATABASE_URL"] = args.database_url  # worker processes read it too
-    if args.worker:
-        os.environ["XIAOBAO_RUN_WORKER"] = "true"
-    settings = load_settings(args)
+    settings = load_settings(args, run_worker=True) if args.worker else load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start
     open_database(settings).dispose()  # refuse to start on an unreachable database; migrate once, up front
@@ -37,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from service.routing import load_routing
 
         load_routing(settings).check_calendar(SystemClock().now().astimezone(settings.zone).date())
+        os.environ.update(worker_process_environment(settings))  # the one write: inherited by the workers
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                     log_level=settings.log_level.lower())
         return

@@ -16,9 +16,11 @@ class ServiceCliError(Exception):
     """A one-line message for the user; the CLI exits with status 2."""
 
 
-def load_settings(args: argparse.Namespace) -> Settings:
-    """The settings from the environment, `--database-url` winning; a bad value is a one-line error."""
-    overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
+def load_settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    """The settings from the environment, `--database-url` and `overrides` (a command's own options)
+    winning; a bad value is a one-line error."""
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -1,6 +1,8 @@
 """Every setting of the service in one object, read from XIAOBAO_* environment variables.
 
-`Settings()` reads the environment; tests and the CLI pass overrides as keyword arguments.
+`Settings()` reads the environment; tests and the CLI pass overrides as keyword arguments. The model
+side's folders (registry, encoder, embedding cache) are `models.settings.ModelSettings`, read from the
+environment when the Settings are made and answered by `Settings.models` (an explicit `registry` wins).
 List settings accept JSON (`["a","b"]`) or a comma-separated string (`a,b`).
 """
 
@@ -11,9 +13,10 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.settings import ModelSettings
 from service.digest_schedule import parse_schedule
 from service.vocab import RiskLevel
 
@@ -38,7 +41,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("XIAOBAO_DATABASE_URL", "DATABASE_URL", "database_url"),
         description="SQLAlchemy URL; postgresql:// is served by psycopg 3. Relative SQLite paths are "
                     "relative to the working directory.")
-    registry: Path | None = Field(default=None, description="model registry folder (default: models/registry)")
+    registry: Path | None = Field(default=None, description="model registry folder (XIAOBAO_REGISTRY, the "
+                                  "models' own variable; default: models/registry); see `models`")
     migrate_on_start: bool = True
 
     # --- request limits -----------------------------------------------------------------------------
@@ -107,6 +111,15 @@ class Settings(BaseSettings):
     console_idle_minutes: float = Field(default=30, gt=0, description="a console session unused this long ends")
 
     log_level: str = "INFO"
+
+    # Read once, with the rest of the environment, when the Settings are made (models.settings).
+    _model_env: ModelSettings = PrivateAttr(default_factory=ModelSettings.from_env)
+
+    @property
+    def models(self) -> ModelSettings:
+        """The registry, encoder and embedding-cache folders the service loads models with."""
+        env = self._model_env
+        return env if self.registry is None else env.but(registry=self.registry)
 
     @field_validator("channels", "categories", "causes", "alert_channels", "digest_recipients", mode="before")
     @classmethod

@@ -130,16 +130,21 @@ def demo_bundle(trained_registry):
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory, demo_corpus) -> Path:
     """A tiny random BERT (hidden 32, 2 layers) whose character vocabulary covers the demo corpus: the
-    hybrid and finetune backends run on it in seconds. Embeddings it caches go to a temporary folder."""
+    hybrid and finetune backends run on it in seconds. Embeddings it caches go to a temporary folder:
+    XIAOBAO_CACHE for entry points (the CLI, subprocesses), the model settings in scope for library
+    code run in this process (an Encoder made without a cache folder)."""
     import pandas as pd
 
+    from models.settings import current, in_scope
     from tests.tiny_bert import build_tiny_bert
 
+    cache = tmp_path_factory.mktemp("embedding-cache")
     mp = pytest.MonkeyPatch()
-    mp.setenv("XIAOBAO_CACHE", str(tmp_path_factory.mktemp("embedding-cache")))
+    mp.setenv("XIAOBAO_CACHE", str(cache))
     texts = pd.read_csv(demo_corpus)["text"].tolist() + ["my card was charged twice ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789"]
     folder = build_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny_bert", texts)
-    yield folder
+    with in_scope(current().but(cache=cache)):
+        yield folder
     mp.undo()
 
 

@@ -108,9 +108,10 @@ def train_params(args: argparse.Namespace) -> TrainParams:
 def check_encoder(args: argparse.Namespace) -> None:
     """Backends that need an encoder (and a device) learn at once, before any data is read, if it is unusable."""
     if args.backend in ("hybrid", "finetune"):
-        from models.encoder.checkpoint import check_checkpoint, default_encoder_dir
+        from models.encoder.checkpoint import check_checkpoint
+        from models.settings import current
 
-        check_checkpoint(args.encoder or default_encoder_dir())
+        check_checkpoint(args.encoder or current().encoder)
     if args.backend == "finetune":
         from models.finetune import pick_device
 
@@ -151,9 +152,12 @@ def model_options() -> argparse.ArgumentParser:
 
 
 def _registry(args) -> Registry:
+    """--registry, else the folder of the model settings the entry point (`xiaobao.cli:main`) put in scope."""
     from models.registry import Registry
+    from models.settings import current
 
-    return Registry(Path(args.registry)) if getattr(args, "registry", None) else Registry()
+    settings = current()
+    return Registry.from_settings(settings.but(registry=args.registry) if getattr(args, "registry", None) else settings)
 
 
 def _load(args, columns: Columns, *, for_training: bool):

@@ -14,6 +14,7 @@ from models.bundle import ModelBundle
 from models.features import NgramCounter
 from models.hashing import sha256_file, text_fingerprint
 from models.registry import VALIDATION_FILE, ModelLoadError, Registry
+from models.settings import in_scope
 from models.text import Segmenter, clean
 from training.base import PromotionRefused
 from training.common import Progress, TrainParams
@@ -97,7 +98,14 @@ class TrainResult:
 
 def train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: float = 0.2, seed: int = 0,
           test_from: str | None = None, progress: Progress = _quiet) -> TrainResult:
-    """Fit on a training split, measure on the held-out split, register the version."""
+    """Fit on a training split, measure on the held-out split, register the version. An encoder it
+    builds uses the registry's model settings (its default checkpoint and embedding cache)."""
+    with in_scope(registry.settings):
+        return _train(ds, params, registry, valid_frac=valid_frac, seed=seed, test_from=test_from, progress=progress)
+
+
+def _train(ds: Dataset, params: TrainParams, registry: Registry, *, valid_frac: float, seed: int,
+           test_from: str | None, progress: Progress) -> TrainResult:
     started = time.perf_counter()
     ds.frame["text"] = [clean(t) for t in ds.texts]  # masked before anything is stored
     if test_from:

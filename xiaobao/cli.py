@@ -3,6 +3,9 @@
 Errors the user can act on (bad data, an unloadable model, a bad option) end in one line on stderr and
 exit status 2; a promotion refused because the challenger scores worse, in status 3; set XIAOBAO_DEBUG=1
 to see the traceback of anything else.
+
+`main` reads the model settings (XIAOBAO_REGISTRY, XIAOBAO_ENCODER, XIAOBAO_CACHE: `models.settings`) once
+and runs the command with them in scope; the service commands' own `Settings` read theirs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 
 from models.encoder import cli as encoder_cli
 from models.errors import ModelLoadError
+from models.settings import ModelSettings, in_scope
 from service import cli as service_cli
 from training import cli as training_cli
 from training.base import PromotionRefused
@@ -31,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        with in_scope(ModelSettings.from_env()):
+            args.func(args)
     except PromotionRefused as exc:  # not an error in the input: scripts tell it apart by the status
         print(f"xiaobao {args.command}: {exc}", file=sys.stderr)
         return 3

@@ -1,6 +1,7 @@
 """On-disk embedding cache: one SQLite file per encoder id, rows keyed by sha256(encoder id + text).
 
-SQLite (WAL) rather than shards because cross-validation folds and worker processes read and write the
+The folder is the caller's (`Encoder.cache_dir`: XIAOBAO_CACHE through `models.settings`, default
+var/embeddings). SQLite (WAL) rather than shards because cross-validation folds and worker processes read and write the
 same cache concurrently, and a row per text makes partial hits cheap.
 """
 
@@ -15,14 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.encoder.checkpoint import ROOT
-
-DEFAULT_CACHE_DIR = ROOT / "var" / "embeddings"
 _CHUNK = 500  # keys per SELECT ... IN (...), well under SQLite's variable limit
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XIAOBAO_CACHE") or DEFAULT_CACHE_DIR)
 
 
 def text_key(encoder_id: str, text: str) -> bytes:

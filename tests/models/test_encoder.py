@@ -17,6 +17,7 @@ from models.encoder.convert import build_checkpoint  # noqa: E402
 from models.encoder.verify import verify_checkpoint  # noqa: E402
 from models.encoder.verify_texts import VERIFY_TEXTS, verification_texts  # noqa: E402
 from models.registry import ModelLoadError  # noqa: E402
+from models.settings import ModelSettings, current, in_scope  # noqa: E402
 
 TEXTS = list(VERIFY_TEXTS[:24])
 
@@ -29,8 +30,10 @@ def _offline(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    mp.setenv("XIAOBAO_CACHE", str(tmp_path_factory.mktemp("embedding-cache")))
-    yield
+    cache = tmp_path_factory.mktemp("embedding-cache")
+    mp.setenv("XIAOBAO_CACHE", str(cache))  # entry points; the scope below for Encoders made here
+    with in_scope(current().but(cache=cache)):
+        yield
     mp.undo()
 
 
@@ -183,13 +186,29 @@ def test_other_checkpoint_no_prefix_and_length_limit(tiny_bank_dir, tmp_path):
     assert vecs.shape == (2, 32) and np.isfinite(vecs).all()
 
 
-def test_unpickle_refuses_a_changed_checkpoint(tiny_bank_dir, tmp_path, monkeypatch):
+def test_unpickle_finds_a_moved_checkpoint_through_the_settings_in_scope_not_the_environment(
+        tiny_bank_dir, tmp_path, monkeypatch):
+    """How a bundle's encoder is restored by `Registry.load`: from the registry's model settings."""
+    first = tmp_path / "first" / "bank_bert"
+    shutil.copytree(tiny_bank_dir, first)
+    blob = pickle.dumps(Encoder(first, variant="fp32"))  # no cache folder given: none is pinned
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    monkeypatch.setenv("XIAOBAO_ENCODER", str(moved))  # set after start-up: nobody reads it now
+    monkeypatch.setenv("XIAOBAO_CACHE", str(tmp_path / "env-cache"))
+    with pytest.raises(EncoderError, match="is not here"):
+        pickle.loads(blob)
+    with in_scope(ModelSettings(encoder=moved, cache=tmp_path / "scope-cache")):
+        back = pickle.loads(blob)
+    assert back.path == moved.absolute() and back.cache_dir == tmp_path / "scope-cache"
+
+
+def test_unpickle_refuses_a_changed_checkpoint(tiny_bank_dir, tmp_path):
     copy = tmp_path / "bank_bert"
     shutil.copytree(tiny_bank_dir, copy)
     blob = pickle.dumps(Encoder(copy, variant="fp32", cache=False))
     config = json.loads((copy / "config.json").read_text())
     config["layer_norm_eps"] = 1e-6
     (copy / "config.json").write_text(json.dumps(config))
-    monkeypatch.setenv("XIAOBAO_ENCODER", str(tmp_path / "nowhere"))
-    with pytest.raises(EncoderError, match="is not here"):
+    with in_scope(current().but(encoder=tmp_path / "nowhere")), pytest.raises(EncoderError, match="is not here"):
         pickle.loads(blob)

@@ -137,13 +137,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_starts_the_service(trained_registry, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_starts_the_service(trained_registry, tmp_path, workers):
+    """With --workers 2, uvicorn's worker processes get --database-url too (through their environment)."""
     registry, _ = trained_registry
     port = _free_port()
-    env = {**os.environ, "XIAOBAO_REGISTRY": str(registry.root)}
+    env = {k: v for k, v in os.environ.items() if k not in ("XIAOBAO_DATABASE_URL", "DATABASE_URL")}
+    env["XIAOBAO_REGISTRY"] = str(registry.root)
     xiaobao = Path(sys.executable).parent / "xiaobao"
-    proc = subprocess.Popen([str(xiaobao), "serve", "--port", str(port), "--database-url", f"sqlite:///{tmp_path}/s.db"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([str(xiaobao), "serve", "--port", str(port), "--database-url", f"sqlite:///{tmp_path}/s.db",
+                             "--workers", str(workers)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -157,6 +161,7 @@ def test_serve_starts_the_service(trained_registry, tmp_path):
         assert r.status_code == 200 and r.json()["model_version"] == registry.current()
         assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"] == "消保预警 API"
+        assert (tmp_path / "s.db").is_file() and not (tmp_path / "var").exists()  # no process fell back to the default
     finally:
         proc.terminate()
         proc.wait(timeout=20)

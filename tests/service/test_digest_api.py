@@ -230,6 +230,23 @@ def test_the_worker_runs_the_digest_job_and_delivers_the_mail(db, settings):
     assert _count(db, Digest) == 1
 
 
+def test_the_scheduled_digest_uses_the_registry_of_the_settings_it_was_given(db, settings, trained_registry,
+                                                                           tmp_path, monkeypatch):
+    """Its reference model is that of the settings' registry, not of XIAOBAO_REGISTRY (read at start-up)."""
+    registry, _ = trained_registry
+    monkeypatch.setenv("XIAOBAO_REGISTRY", str(tmp_path / "another-registry"))
+    _seed(db)
+    assert _tick(db, at("2026-05-18 08:00"), settings).sent_to == [PROTECTION_EMAIL]
+    delivered: list = []
+    Delivery(db, settings, SystemClock(), senders={"email": delivered.append}).run_once()
+    text = EmailSender(settings).build(delivered[0]).get_body(("plain",)).get_content()
+    assert f"参考分布：{registry.current()}" in text
+    monkeypatch.setenv("XIAOBAO_REGISTRY", str(registry.root))
+    empty = settings.model_copy(update={"registry": tmp_path / "empty-registry"})
+    assert digest_service.registry_reference(empty).version is None
+    assert digest_service.registry_reference(settings).version == registry.current()
+
+
 def test_a_manual_send_does_not_stop_the_schedule_nor_double_the_mail(client, h, db, settings):
     assert client.post("/v1/digests/weekly/send?week=2026-W20", headers=h["protection"]).status_code == 201
     sent = _tick(db, at("2026-05-18 08:00"), settings)

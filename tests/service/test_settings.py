@@ -53,3 +53,34 @@ def test_configured_channels_are_what_intake_accepts(db, holder, settings, h):
         assert c.post("/v1/predict", json={"text": "年费", "channel": "柜面"}, headers=h["intake"]).status_code == 200
         r = c.post("/v1/predict", json={"text": "年费", "channel": "电话客服"}, headers=h["intake"])
         assert r.status_code == 422 and "柜面, App" in r.json()["error"]["message"]
+
+
+def test_model_folders_are_read_once_when_the_settings_are_made(monkeypatch, tmp_path):
+    from models.settings import ModelSettings
+
+    monkeypatch.setenv("XIAOBAO_REGISTRY", str(tmp_path / "reg"))
+    monkeypatch.setenv("XIAOBAO_ENCODER", str(tmp_path / "enc"))
+    monkeypatch.setenv("XIAOBAO_CACHE", str(tmp_path / "cache"))
+    s = Settings()
+    assert s.models == ModelSettings(tmp_path / "reg", tmp_path / "enc", tmp_path / "cache") == ModelSettings.from_env()
+    for name in ("XIAOBAO_REGISTRY", "XIAOBAO_ENCODER", "XIAOBAO_CACHE"):
+        monkeypatch.setenv(name, str(tmp_path / "changed"))
+    assert s.models == ModelSettings(tmp_path / "reg", tmp_path / "enc", tmp_path / "cache")  # a running service
+    given = Settings(registry=tmp_path / "given")  # an explicit registry wins; the rest still from the variables
+    assert given.models == ModelSettings(tmp_path / "given", tmp_path / "changed", tmp_path / "changed")
+    assert s.model_copy(update={"registry": tmp_path / "copy"}).models.registry == tmp_path / "copy"
+
+
+def test_serve_passes_its_options_to_worker_processes_through_their_environment(monkeypatch, tmp_path):
+    """`xiaobao serve --workers N` starts processes that read Settings() from the environment."""
+    from service.cli import worker_process_environment
+
+    url = f"sqlite:///{tmp_path}/serve.db"
+    env = worker_process_environment(Settings(database_url=url, run_worker=True))
+    assert env == {"XIAOBAO_DATABASE_URL": url, "XIAOBAO_RUN_WORKER": "true"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    assert child.database_url == url and child.run_worker is True
+    monkeypatch.setenv("XIAOBAO_RUN_WORKER", "true")
+    assert worker_process_environment(Settings(run_worker=False))["XIAOBAO_RUN_WORKER"] == "false"

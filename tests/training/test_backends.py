@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models.registry import BUNDLE_FILE, CARD_FILE, ModelLoadError, Registry
+from models.settings import current
 from tests.conftest import e5_checkpoint
 from training.common import FinetuneParams, TrainParams
 from training.data import load_dataset
@@ -107,7 +108,7 @@ def test_damaged_finetuned_weights_are_refused(trained, tmp_path, damage):
 
 
 @pytest.mark.parametrize("trained", ["hybrid", "finetune"], indirect=True)
-def test_a_missing_base_encoder_is_one_clear_line(trained, tmp_path, monkeypatch):
+def test_a_missing_base_encoder_is_one_clear_line(trained, tmp_path):
     backend, registry, version = trained
     bundle = registry.load(version)
     assert (registry.folder(version) / BUNDLE_FILE).stat().st_size < 5_000_000  # weights never inside
@@ -115,13 +116,35 @@ def test_a_missing_base_encoder_is_one_clear_line(trained, tmp_path, monkeypatch
     copy = tmp_path / "encoder_copy"
     shutil.copytree(ref.path, copy, ignore=shutil.ignore_patterns("onnx"))
     ref.path = copy  # the bundle now references the copy (path + sha256)
-    other = Registry(tmp_path / "reg")
+    other = Registry(tmp_path / "reg", current().but(encoder=tmp_path / "nowhere"))  # nor in the fallback folder
     moved = other.save(bundle, {"data": {}})
     shutil.rmtree(copy)
-    monkeypatch.setenv("XIAOBAO_ENCODER", str(tmp_path / "nowhere"))
     with pytest.raises(ModelLoadError, match="is not here") as err:
         other.load(moved)
     assert "\n" not in str(err.value) and str(copy) in str(err.value)
+
+
+@pytest.mark.parametrize("trained", ["hybrid", "finetune"], indirect=True)
+def test_a_registry_finds_a_moved_base_encoder_in_its_own_settings(trained, tmp_path, monkeypatch):
+    """The registry's model settings (given when it was made), not a variable set since, say where to look."""
+    backend, registry, version = trained
+    bundle = registry.load(version)
+    ref = bundle.encoder if backend == "hybrid" else bundle.finetuned.base
+    copy, spare = tmp_path / "encoder_copy", tmp_path / "spare" / "encoder"
+    for folder in (copy, spare):
+        shutil.copytree(ref.path, folder, ignore=shutil.ignore_patterns("onnx"))
+    ref.path = copy
+    other = Registry(tmp_path / "reg", current().but(encoder=spare, cache=tmp_path / "cache"))
+    moved = other.save(bundle, {"data": {}})
+    shutil.rmtree(copy)
+    monkeypatch.setenv("XIAOBAO_ENCODER", str(tmp_path / "nowhere"))
+    back = other.load(moved)
+    found = back.encoder if backend == "hybrid" else back.finetuned.base
+    assert found.path == spare.absolute()
+    [p] = back.predict([TEXTS[0]], [FIELDS[0]])
+    assert p["model_version"] == moved
+    if backend == "hybrid":  # its embeddings were cached in the registry's cache folder
+        assert found.cache_dir == tmp_path / "cache" and any((tmp_path / "cache").glob("*.sqlite"))
 
 
 def test_finetune_cross_validates(small_demo, tiny_encoder):
@@ -162,10 +185,9 @@ def test_cli_trains_the_finetune_backend(small_demo, tiny_encoder, tmp_path, cap
 
 
 # --- the real e5, only where `make encoder` built it ---------------------------------------------------
-def test_hybrid_and_finetune_on_the_real_e5(small_demo, tmp_path, monkeypatch):
+def test_hybrid_and_finetune_on_the_real_e5(small_demo, tmp_path):
     e5 = e5_checkpoint()
-    monkeypatch.setenv("XIAOBAO_CACHE", str(tmp_path / "cache"))
-    registry = Registry(tmp_path / "reg")
+    registry = Registry(tmp_path / "reg", current().but(cache=tmp_path / "cache"))
     ds = load_dataset(small_demo)
     ds.frame = ds.frame.iloc[:48].reset_index(drop=True)
     params = TrainParams(backend="finetune", encoder=str(e5),
