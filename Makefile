@@ -45,7 +45,8 @@ train: $(STAMP) $(CORPUS)
 # The default model, trained only if the registry has no champion that loads and passes its checks
 # (a champion written by an older bundle format is retrained, not served).
 model: $(STAMP) $(CORPUS)
-	@$(PY) -c 'from models.registry import Registry; Registry().load("current")' 2>/dev/null \
+	@$(PY) -c 'from models.registry import Registry; from models.settings import ModelSettings; \
+		Registry.from_settings(ModelSettings.from_env()).load("current")' 2>/dev/null \
 		|| { echo "no usable champion model: training the default model"; $(MAKE) train; }
 
 # The service on 127.0.0.1:8000 (`make run PORT=8001` moves it): SQLite under var/ (`VAR=DIR`), the current model

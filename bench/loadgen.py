@@ -19,6 +19,7 @@ import json
 import random
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -230,9 +231,17 @@ async def run(url: str, work: Workload, *, clients: int, seconds: float, weights
 
 
 def run_sync(url: str, work: Workload, **kwargs: Any) -> Report:
+    """`run` to completion, from any thread: where this one already runs an event loop (Playwright's
+    sync API keeps one in the thread that uses it), on a thread of its own."""
     try:
         import uvloop
 
-        return uvloop.run(run(url, work, **kwargs))
+        runner = uvloop.run
     except ImportError:  # uvloop is a dependency; keep the generator usable without it
-        return asyncio.run(run(url, work, **kwargs))
+        runner = asyncio.run
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return runner(run(url, work, **kwargs))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: runner(run(url, work, **kwargs))).result()

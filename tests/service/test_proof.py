@@ -7,6 +7,7 @@ streams) and they write their figures to bench/results/proof-*.json."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -24,6 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
+import bench.loadgen
 from bench.common import write_result
 from bench.harness import Server, free_port, make_key, pg_database, running, service_env, worker_process
 from bench.loadgen import Workload, run_sync
@@ -159,6 +161,19 @@ def secret(monkeypatch):
 
 
 # --- 2. load -----------------------------------------------------------------------------------------
+def test_the_load_generator_runs_where_an_event_loop_is_already_running(monkeypatch):
+    """A browser test's Playwright keeps a loop running in the worker's thread for the rest of the run."""
+    async def finished(url, work, **kwargs):
+        return f"report for {url}"
+
+    monkeypatch.setattr(bench.loadgen, "run", finished)
+
+    async def inside_a_loop():
+        return run_sync("http://127.0.0.1:1", None)
+
+    assert asyncio.run(inside_a_loop()) == "report for http://127.0.0.1:1"
+
+
 def test_load_mixed_requests_on_several_workers_and_postgresql(trained_registry, rows, tmp_path):
     registry, _ = trained_registry
     clients, seconds, workers = (100, 60, 4) if FULL else (20, 4, 2)
