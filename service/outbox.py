@@ -42,7 +42,7 @@ from models.text import mask_pii
 from service.clock import Clock
 from service.db import Database
 from service.errors import ApiError
-from service.letter_schemas import OutboxOut, OutboxPage
+from service.schemas import OutboxOut, OutboxPage
 from service.settings import Settings
 from service.tables import LetterEvent, OutboxMessage
 from service.vocab import OutboxStatus

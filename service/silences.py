@@ -22,7 +22,7 @@ from service.clock import Clock
 from service.db import Database
 from service.errors import ApiError, invalid
 from service.intake import to_utc
-from service.letter_schemas import SilenceIn, SilenceOut, SilencePage
+from service.schemas import SilenceIn, SilenceOut, SilencePage
 from service.settings import Settings
 from service.tables import Silence
 

@@ -26,14 +26,14 @@ from starlette.datastructures import FormData
 
 from service import complaints as store
 from service.db import Database
-from service.deadlines import last_day
 from service.digest import render as digest_render
 from service.digest import service as digests
 from service.digest.weeks import Week, WeekError, week_of
 from service.errors import ApiError
-from service.letter_render import EVENT_NAMES, OVERDUE_NAMES
-from service.letter_schemas import AckIn, ResolveIn
 from service.letters import Access, Letters, mask_ref
+from service.letters.deadlines import last_day
+from service.letters.render import EVENT_NAMES, OVERDUE_NAMES
+from service.letters.schemas import AckIn, ResolveIn
 from service.schemas import OutcomeIn
 from service.settings import Settings
 from service.templating import environment
@@ -87,7 +87,7 @@ def _templates(settings: Settings) -> Jinja2Templates:
         return "—" if moment is None else moment.astimezone(zone).strftime(fmt)
 
     def due(deadline: datetime | None) -> str:
-        """A deadline is the end of its last day (service.deadlines): show that day, not the next."""
+        """A deadline is the end of its last day (service.letters.deadlines): show that day, not the next."""
         return "—" if deadline is None else last_day(deadline, zone).isoformat()
 
     env.filters.update(local=local, day=lambda m: local(m, "%Y-%m-%d"), due=due,
