@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from models.text import clean
 from service.auth import Principal
+from service.clock import to_utc
 from service.db import Database
 from service.errors import ApiError, invalid
-from service.intake import alert_ref, to_utc
+from service.intake import alert_ref
 from service.schemas import (
     ComplaintOut,
     ComplaintPage,

@@ -28,7 +28,7 @@ from service.vocab import AlertStatus, ComplaintStatus, OutboxStatus, RiskLevel
 
 # Times the API accepts: ISO 8601, never a bare number (pydantic would read one as a Unix timestamp,
 # while the schema says date-time). Shifting to UTC may still overflow near year 1 or 9999: that
-# is checked where the zone is known (service.intake.to_utc with the field's name).
+# is checked where the zone is known (service.clock.to_utc with the field's name).
 _NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 

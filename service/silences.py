@@ -18,10 +18,9 @@ from sqlalchemy.orm import Session
 
 from models.text import clean
 from service.auth import Principal
-from service.clock import Clock
+from service.clock import Clock, to_utc
 from service.db import Database
 from service.errors import ApiError, invalid
-from service.intake import to_utc
 from service.schemas import SilenceIn, SilenceOut, SilencePage
 from service.settings import Settings
 from service.tables import Silence

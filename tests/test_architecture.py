@@ -261,7 +261,7 @@ def test_every_module_is_placed_in_the_document():
 
 
 def test_the_resolver_refuses_what_is_not_there():
-    assert resolve("service.intake", "after_store") is None
+    assert resolve("service.intake", "Intake.submit") is None
     assert resolve("service.letters", "Letters.issue") is None
     assert resolve("models.bundle", "HybridTextClassifier") is None  # re-exported from models.heads
     assert resolve("service.intake", "no_such_hook")
