@@ -24,7 +24,7 @@ from service.alerting import Alerting
 from service.auth import Principal
 from service.clock import to_utc
 from service.db import Database
-from service.errors import ApiError, invalid
+from service.errors import Invalid, invalid
 from service.metrics import Metrics
 from service.schemas import (
     AlertRef,
@@ -69,7 +69,7 @@ def check_batch(n: int, limit: int, field: str) -> None:
     if n == 0:
         raise invalid(field, "the batch is empty")
     if n > limit:
-        raise ApiError(422, "batch_too_large", f"{field}: {n} items; at most {limit} per request", field=field)
+        raise Invalid(f"{field}: {n} items; at most {limit} per request", field=field, code="batch_too_large")
 
 
 DEADLOCK_RETRIES = 3

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from models.text import clean
 from service.clock import Clock
 from service.db import Database
-from service.errors import ApiError
+from service.errors import Conflict, NotFound, invalid
 from service.letters.access import Access
 from service.letters.deadlines import ack_due, last_day, response_due
 from service.letters.grouping import due_groups, immediate_key, take_flush_lock
@@ -157,13 +157,13 @@ class Letters:
     def _lock(self, session: Session, access: Access, letter_id: int) -> Letter:
         letter = session.scalar(access.scope(select(Letter).where(Letter.id == letter_id)).with_for_update())
         if letter is None:
-            raise ApiError(404, "not_found", f"letter_id: no letter {letter_id}", field="letter_id")
+            raise NotFound(f"letter_id: no letter {letter_id}", field="letter_id")
         return letter
 
     def acknowledge(self, session: Session, access: Access, letter_id: int, note: str | None) -> Letter:
         letter = self._lock(session, access, letter_id)
         if letter.status != LetterStatus.ISSUED:
-            raise ApiError(409, "conflict", f"letter {letter.number} is {letter.status} already")
+            raise Conflict(f"letter {letter.number} is {letter.status} already")
         now = self.clock.now()
         letter.status, letter.acknowledged_at = LetterStatus.ACKNOWLEDGED, now
         letter.ack_note = clean(note) if note else None
@@ -176,7 +176,7 @@ class Letters:
         alert (and letter); the department and the protection department get a resolved notice."""
         letter = self._lock(session, access, letter_id)
         if letter.status == LetterStatus.RESOLVED:
-            raise ApiError(409, "conflict", f"letter {letter.number} is resolved already")
+            raise Conflict(f"letter {letter.number} is resolved already")
         now = self.clock.now()
         if letter.acknowledged_at is None:
             letter.acknowledged_at = now
@@ -199,9 +199,9 @@ class Letters:
                approved_by: str | None) -> Letter:
         letter = self._lock(session, access, letter_id)
         if letter.status == LetterStatus.RESOLVED:
-            raise ApiError(409, "conflict", f"letter {letter.number} is resolved already")
+            raise Conflict(f"letter {letter.number} is resolved already")
         if days <= letter.response_days:
-            raise ApiError(409, "conflict", f"letter {letter.number} already has {letter.response_days} days",
+            raise Conflict(f"letter {letter.number} already has {letter.response_days} days",
                            field="days")
         received = session.scalars(select(Complaint.received_at).join(
             LetterItem, LetterItem.complaint_id == Complaint.id).where(LetterItem.letter_id == letter.id))
@@ -259,7 +259,7 @@ class Letters:
 
     def _page_limit(self, limit: int | None) -> int:
         if limit is not None and limit > self.settings.page_limit_max:
-            raise ApiError(422, "invalid_field", f"limit: at most {self.settings.page_limit_max}", field="limit")
+            raise invalid("limit", f"at most {self.settings.page_limit_max}")
         return limit or self.settings.page_limit_default
 
     def get(self, db: Database, access: Access, letter_id: int) -> LetterOut:
@@ -267,7 +267,7 @@ class Letters:
             letter = session.scalar(access.scope(select(Letter).where(Letter.id == letter_id))
                                     .options(selectinload(Letter.items), selectinload(Letter.events)))
             if letter is None:
-                raise ApiError(404, "not_found", f"letter_id: no letter {letter_id}", field="letter_id")
+                raise NotFound(f"letter_id: no letter {letter_id}", field="letter_id")
             return self.view(letter)
 
     def change(self, db: Database, access: Access, letter_id: int, action: str, **kwargs: Any) -> LetterOut:
