@@ -1,5 +1,6 @@
-"""Alert raising, called by the intake hook (`service.intake.after_store`) inside the intake
-transaction.
+"""Alert raising, called by the intake (`service.intake:Intake._store_once`) inside the transaction
+that stores the complaint: `Alerting.alert_for` for each stored complaint, then
+`Alerting.issue_owed_letters` once, after the last.
 
 A stored request raises an alert when its risk level reaches `alert_min_level` or it came through
 one of `alert_channels` (regulator referrals: reason `referral`). Its dedup key is (customer_ref,
@@ -11,14 +12,14 @@ partial unique index admits one active alert per key, the loser's insert fails i
 savepoint, and it joins the winner's alert under its row lock.
 
 The department comes from the routing file; active silences mute (see service.silences); the
-letter is issued at the end of the transaction (window 0) or by the worker's flusher.
+letter is issued at the end of the intake transaction (window 0: `issue_owed_letters`, through
+`Letters.issue_immediate`) or by the worker's flusher (`Letters.flush_due`).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -29,12 +30,11 @@ from service.letters import Letters, max_level
 from service.routing import Routing
 from service.settings import Settings
 from service.silences import silence_for
-from service.tables import Alert, Complaint
+from service.tables import Alert, Complaint, Letter
 from service.vocab import ACTIVE_ALERT, LEVEL_RANK, AlertStatus
 
 log = logging.getLogger("xiaobao.service.alerting")
 
-_PENDING = "xiaobao.pending_letters"  # session.info: alerts to letter before the intake commits
 _RACE_RETRIES = 5
 
 
@@ -58,7 +58,12 @@ class Alerting:
             return "risk_level"
         return None
 
-    def after_store(self, session: Session, complaint: Complaint, prediction: dict[str, Any]) -> Alert | None:
+    def alert_for(self, session: Session, complaint: Complaint, owed: list[Alert]) -> Alert | None:
+        """The alert `complaint` (stored and flushed, so its id is set) opened or joined, or None.
+        An open alert that goes out at once (window 0) and has no letter yet is appended to `owed`:
+        the caller hands that list to `issue_owed_letters` after its last complaint. A repeat of a
+        matter whose letter is out is noted on the letter now. Raising aborts the caller's
+        transaction (nothing of the intake is stored)."""
         reason = self.reason(complaint)
         key = dedup_key(complaint)
         alert, created = self._join_or_open(session, complaint, key, reason)
@@ -71,21 +76,25 @@ class Alerting:
         if alert.status == AlertStatus.OPEN:
             if alert.letter_id is None:
                 if self.settings.group_window_minutes == 0:
-                    session.info.setdefault(_PENDING, []).append(alert)
+                    owed.append(alert)
             elif not created:
                 self.letters.note_repeat(session, alert, complaint)
         return alert
 
-    def before_commit(self, session: Session) -> None:
-        """Letters for the alerts of this transaction that go out at once (window 0)."""
-        pending: list[Alert] = session.info.pop(_PENDING, [])
+    def issue_owed_letters(self, session: Session, owed: list[Alert]) -> list[Letter]:
+        """Letters for the alerts `alert_for` listed as owed one at once, in the caller's transaction
+        (so complaint, alert, letter and its messages commit together). Called once, after the
+        transaction's last complaint: the letter-number lock is taken last, after every alert row
+        lock, so two batches cannot deadlock on the lock order."""
         seen: set[int] = set()
-        for alert in pending:
+        letters = []
+        for alert in owed:
             if (alert.id in seen or alert not in session or alert.letter_id is not None
                     or alert.status != AlertStatus.OPEN):
-                continue  # listed twice in a batch, or its savepoint was rolled back
+                continue  # listed twice in a batch, lapsed later in it, or its savepoint was rolled back
             seen.add(alert.id)
-            self.letters.issue(session, alert.department, [alert], f"{alert.department}|immediate|{alert.id}")
+            letters.append(self.letters.issue_immediate(session, alert))
+        return letters
 
     def _join_or_open(self, session: Session, complaint: Complaint, key: str,
                       reason: str | None) -> tuple[Alert | None, bool]:

@@ -15,10 +15,10 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from models.registry import ModelLoadError, Registry
-from service import errors, openapi
+from service import openapi
 from service.alerting import Alerting
 from service.alerting_metrics import AlertWatchCollector, DeliveryCollector
-from service.api import admin, complaints, digests, health, predict
+from service.api import admin, complaints, digests, errors, health, predict
 from service.api import letters as letters_api
 from service.api import outbox as outbox_api
 from service.api import silences as silences_api

@@ -167,7 +167,7 @@ def cmd_routing(args: argparse.Namespace) -> None:
         if request[name] and request[name] not in labels:
             raise ServiceCliError(f"--{name} {request[name]!r} is not a known {name} ({variable})")
     from service.clock import SystemClock
-    from service.deadlines import PACKAGE_VERSION, PACKAGE_YEARS
+    from service.workdays import PACKAGE_VERSION, PACKAGE_YEARS
 
     routing = load_routing(settings, Path(args.file) if args.file else None)
     calendar_warnings = routing.check_calendar(SystemClock().now().astimezone(settings.zone).date())

@@ -1,11 +1,14 @@
 """The time alerting, letters and delivery read: injectable, so deadlines and escalation can be
-tested without waiting (`ManualClock`)."""
+tested without waiting (`ManualClock`); and `to_utc`, how a time a caller sends is read."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+from service.errors import invalid
+from service.settings import Settings
 
 
 class Clock(Protocol):
@@ -40,3 +43,16 @@ class ManualClock:
     def set(self, moment: datetime) -> None:
         with self._lock:
             self._now = moment.astimezone(UTC)
+
+
+def to_utc(moment: datetime, settings: Settings, field: str | None = None) -> datetime:
+    """A time without an offset is local time in the configured zone. With `field`, a time that
+    cannot be shifted (within hours of year 1 or 9999) is refused as Invalid naming it, instead of an OverflowError."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=settings.zone)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        if field is None:
+            raise
+        raise invalid(field, "is out of range") from None

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from models.text import clean
 from service.auth import Principal
+from service.clock import to_utc
 from service.db import Database
-from service.errors import ApiError, invalid
-from service.intake import alert_ref, to_utc
+from service.errors import NotFound, invalid
+from service.intake import alert_ref
 from service.schemas import (
     ComplaintOut,
     ComplaintPage,
@@ -112,7 +113,7 @@ def _load(session: Session, principal: Principal, complaint_id: int) -> Complain
         selectinload(Complaint.alert).selectinload(Alert.letter), selectinload(Complaint.outcomes))
     complaint = session.scalar(query)
     if complaint is None:
-        raise ApiError(404, "not_found", f"complaint_id: no complaint {complaint_id}", field="complaint_id")
+        raise NotFound(f"complaint_id: no complaint {complaint_id}", field="complaint_id")
     return complaint
 
 

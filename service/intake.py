@@ -1,8 +1,9 @@
 """Intake: check a request, mask it, score it, store it — once per external_id, whatever the races.
 
-`after_store` is the one place alerting plugs in: it runs inside the transaction that stores the
-complaint, so the complaint and whatever it raises (alert, letter, outbox messages) commit together,
-and a 2xx answer means all of it is committed.
+`Intake._store_once` calls alerting directly (`Alerting.alert_for` per complaint, then
+`Alerting.issue_owed_letters`) inside the transaction that stores the complaints, so a complaint and
+whatever it raises (alert, letter, outbox messages) commit together, and a 2xx answer means all of
+it is committed. The outbox messages are sent by the worker, so only after that commit.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from models.bundle import ModelBundle
 from models.text import clean
+from service.alerting import Alerting
 from service.auth import Principal
+from service.clock import to_utc
 from service.db import Database
-from service.errors import ApiError, invalid
+from service.errors import Invalid, invalid
 from service.metrics import Metrics
 from service.schemas import (
     AlertRef,
@@ -37,27 +40,6 @@ from service.tables import Alert, Complaint
 log = logging.getLogger("xiaobao.service.intake")
 
 FUTURE_TOLERANCE = timedelta(days=1)  # upstream clocks drift; a later time is a mistake
-
-
-ALERTING = "xiaobao.alerting"  # session.info key: the app's service.alerting.Alerting
-
-
-def after_store(session: Session, complaint: Complaint, prediction: dict[str, Any]) -> Alert | None:
-    """Alerting hook, called once per newly stored complaint inside its transaction (flushed, so
-    `complaint.id` is set). Returns the alert the complaint raised or updated, or None; routing,
-    dedup and silences happen here (service.alerting). Raising aborts the whole intake (the caller
-    gets a 500 and nothing is stored)."""
-    alerting = session.info.get(ALERTING)
-    return alerting.after_store(session, complaint, prediction) if alerting else None
-
-
-def before_commit(session: Session) -> None:
-    """Called once at the end of the intake transaction, after every complaint of it is stored:
-    letters that go out at once (grouping window 0) are numbered here, so a transaction takes the
-    letter-number lock last, after all its alert row locks (no lock-order deadlock in batches)."""
-    alerting = session.info.get(ALERTING)
-    if alerting:
-        alerting.before_commit(session)
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -87,25 +69,12 @@ def check_batch(n: int, limit: int, field: str) -> None:
     if n == 0:
         raise invalid(field, "the batch is empty")
     if n > limit:
-        raise ApiError(422, "batch_too_large", f"{field}: {n} items; at most {limit} per request", field=field)
+        raise Invalid(f"{field}: {n} items; at most {limit} per request", field=field, code="batch_too_large")
 
 
 DEADLOCK_RETRIES = 3
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
 EARLIEST_YEAR = 1990  # no bank request in this system predates it; older dates are typing errors
-
-
-def to_utc(moment: datetime, settings: Settings, field: str | None = None) -> datetime:
-    """A time without an offset is local time in the configured zone. With `field`, a time that
-    cannot be shifted (within hours of year 1 or 9999) is a 422 naming it instead of an OverflowError."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=settings.zone)
-    try:
-        return moment.astimezone(UTC)
-    except (OverflowError, ValueError):
-        if field is None:
-            raise
-        raise invalid(field, "is out of range") from None
 
 
 def _optional_clean(value: str | None) -> str | None:
@@ -213,9 +182,9 @@ def _existing(session: Session, external_ids: list[str]) -> dict[str, Complaint]
 class Intake:
     """Stores requests for one app: database, model holder, settings and metrics together."""
 
-    def __init__(self, db: Database, settings: Settings, metrics: Metrics, alerting: Any = None) -> None:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics, alerting: Alerting | None = None) -> None:
         self.db, self.settings, self.metrics = db, settings, metrics
-        self.alerting = alerting  # service.alerting.Alerting, or None: store without alerting
+        self.alerting = alerting  # None: store without alerting
 
     def find(self, external_ids: list[str]) -> dict[str, IntakeResult]:
         with self.db.reading() as session:
@@ -287,16 +256,15 @@ class Intake:
         out: dict[str, IntakeResult] = {}
         lost: list[str] = []
         made: list[tuple[str, Complaint, Alert | None]] = []
+        owed: list[Alert] = []  # alerts whose letter goes out before this transaction commits
         with self.db.transaction() as session:
-            if self.alerting is not None:
-                session.info[ALERTING] = self.alerting
             for p, prediction in zip(todo, predictions, strict=True):
                 try:
                     with session.begin_nested():
                         complaint = _new_complaint(p, prediction, principal)
                         session.add(complaint)
-                        session.flush()
-                        alert = after_store(session, complaint, prediction)
+                        session.flush()  # the id is set: alerting links and keys by it
+                        alert = self.alerting.alert_for(session, complaint, owed) if self.alerting else None
                         session.flush()
                 except IntegrityError:
                     if not _existing(session, [p.item.external_id]):
@@ -304,7 +272,8 @@ class Intake:
                     lost.append(p.item.external_id)
                     continue
                 made.append((p.item.external_id, complaint, alert))
-            before_commit(session)
+            if self.alerting is not None:
+                self.alerting.issue_owed_letters(session, owed)  # after every alert row lock: see there
             out.update({key: result_of(complaint, True, alert) for key, complaint, alert in made})
             if lost:
                 out.update({k: result_of(c, False, c.alert) for k, c in _existing(session, lost).items()})

@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_body
+from service.api.errors import error_body
 from service.metrics import Metrics
 
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})

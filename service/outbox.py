@@ -41,8 +41,8 @@ from sqlalchemy.orm import Session
 from models.text import mask_pii
 from service.clock import Clock
 from service.db import Database
-from service.errors import ApiError
-from service.letter_schemas import OutboxOut, OutboxPage
+from service.errors import Conflict, NotFound, invalid
+from service.schemas import OutboxOut, OutboxPage
 from service.settings import Settings
 from service.tables import LetterEvent, OutboxMessage
 from service.vocab import OutboxStatus
@@ -320,7 +320,7 @@ class OutboxAdmin:
 
     def list_page(self, status: str | None, limit: int | None, offset: int) -> OutboxPage:
         if limit is not None and limit > self.settings.page_limit_max:
-            raise ApiError(422, "invalid_field", f"limit: at most {self.settings.page_limit_max}", field="limit")
+            raise invalid("limit", f"at most {self.settings.page_limit_max}")
         limit = limit or self.settings.page_limit_default
         query = select(OutboxMessage)
         if status:
@@ -334,9 +334,9 @@ class OutboxAdmin:
         with self.db.transaction() as session:
             msg = session.get(OutboxMessage, message_id, with_for_update=True)
             if msg is None:
-                raise ApiError(404, "not_found", f"message_id: no outbox message {message_id}", field="message_id")
+                raise NotFound(f"message_id: no outbox message {message_id}", field="message_id")
             if msg.status not in (OutboxStatus.DEAD, OutboxStatus.FAILED):
-                raise ApiError(409, "conflict", f"message {message_id} is {msg.status}; only dead or failed "
+                raise Conflict(f"message {message_id} is {msg.status}; only dead or failed "
                                                 "messages are retried")
             msg.status, msg.attempts, msg.next_attempt_at = OutboxStatus.PENDING, 0, self.clock.now()
             msg.locked_until, msg.lease_owner, msg.last_error = None, None, None

@@ -7,7 +7,7 @@ checks that the file names labels the service knows, so a typo fails at start in
 everything to the default receiver. The shipped default is `service/resources/routing.yaml`.
 
 `calendar: {holidays, workdays, years}`: the State Council's working days come from chinesecalendar
-(`service.deadlines:WorkCalendar.china`); `holidays` and `workdays` override it day by day, and
+(`service.workdays:WorkCalendar.china`); `holidays` and `workdays` override it day by day, and
 `years` declares years whose whole schedule the file lists (a year the package does not have yet).
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from service.deadlines import PACKAGE_YEARS, CalendarNotCovered, WorkCalendar, calendar_notices
 from service.settings import Settings
+from service.workdays import PACKAGE_YEARS, CalendarNotCovered, WorkCalendar, calendar_notices
 
 MATCH_KEYS = ("category", "cause", "branch", "channel")
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")

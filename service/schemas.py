@@ -24,11 +24,11 @@ from pydantic import (
     model_validator,
 )
 
-from service.vocab import AlertStatus, ComplaintStatus, RiskLevel
+from service.vocab import AlertStatus, ComplaintStatus, OutboxStatus, RiskLevel
 
 # Times the API accepts: ISO 8601, never a bare number (pydantic would read one as a Unix timestamp,
 # while the schema says date-time). Shifting to UTC may still overflow near year 1 or 9999: that
-# is checked where the zone is known (service.intake.to_utc with the field's name).
+# is checked where the zone is known (service.clock.to_utc with the field's name).
 _NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 
@@ -89,7 +89,9 @@ def _absent(value: object) -> bool:
     return value is None
 
 
-class _In(BaseModel):
+class In(BaseModel):
+    """A request body: unknown fields refused, strings stripped, nothing unstorable (NUL, lone surrogates)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     _storable = field_validator("*")(storable)
@@ -134,7 +136,7 @@ class Prediction(BaseModel):
     review_reasons: list[str] = []
 
 
-class PredictItem(_In):
+class PredictItem(In):
     text: str = Field(description="the request as written; personal data is masked before scoring")
     channel: str | None = None
     repeat_count: RepeatCount | None = None
@@ -142,7 +144,7 @@ class PredictItem(_In):
     product: str | None = Field(None, max_length=100)
 
 
-class PredictRequest(_In):
+class PredictRequest(In):
     """Either one text (`text` and its fields) or a batch (`items`)."""
 
     text: str | None = None
@@ -175,7 +177,7 @@ class PredictBatchResponse(BaseModel):
 
 
 # --- complaints ------------------------------------------------------------------------------------
-class ComplaintIn(_In):
+class ComplaintIn(In):
     external_id: Annotated[str, AfterValidator(visible_id)] = Field(
         min_length=1, max_length=128, description="the upstream system's id; repeats are idempotent; no control, "
                                                   "zero-width or bidirectional characters")
@@ -189,7 +191,7 @@ class ComplaintIn(_In):
     repeat_count: RepeatCount | None = None
 
 
-class ComplaintBatchIn(_In):
+class ComplaintBatchIn(In):
     items: list[ComplaintIn]
 
 
@@ -269,7 +271,7 @@ class ComplaintPage(BaseModel):
     offset: int
 
 
-class OutcomeIn(_In):
+class OutcomeIn(In):
     escalated: StrictBool | None = Field(None, description="the request did become a formal dispute")
     category: str | None = Field(None, description="the right category, if the prediction was wrong")
     cause: str | None = Field(None, description="the right cause, if the prediction was wrong")
@@ -323,3 +325,62 @@ class Error(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: Error
+
+
+# --- silences --------------------------------------------------------------------------------------
+class SilenceIn(In):
+    department: str | None = Field(None, max_length=100)
+    category: str | None = Field(None, max_length=64)
+    cause: str | None = Field(None, max_length=64)
+    branch: str | None = Field(None, max_length=100)
+    starts_at: Moment | None = Field(None, description="default: now")
+    ends_at: Moment
+    comment: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> SilenceIn:
+        if not any((self.department, self.category, self.cause, self.branch)):
+            raise ValueError("a silence needs at least one of department, category, cause, branch")
+        return self
+
+
+class SilenceOut(BaseModel):
+    id: int
+    department: str | None
+    category: str | None
+    cause: str | None
+    branch: str | None
+    starts_at: datetime
+    ends_at: Moment
+    active: bool
+    comment: str | None
+    created_at: datetime
+
+
+class SilencePage(BaseModel):
+    items: list[SilenceOut]
+    total: int
+
+
+# --- outbox ----------------------------------------------------------------------------------------
+class OutboxOut(BaseModel):
+    id: int
+    idempotency_key: str
+    kind: str
+    event: str | None
+    receiver: str
+    subject: str | None
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    letter_id: int | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class OutboxPage(BaseModel):
+    items: list[OutboxOut]
+    total: int
+    limit: int
+    offset: int

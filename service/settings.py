@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     timezone: str = Field(default="Asia/Shanghai",
                           description="zone of timestamps sent without an offset, and of exported times")
 
-    # --- alerting (service.alerting, called from service.intake.after_store) -----------------------
+    # --- alerting (service.alerting, called by service.intake.Intake) -----------------------------
     alert_min_level: RiskLevel = RiskLevel.HIGH
     alert_channels: StrList = Field(default_factory=lambda: ["监管转办"],
                                     description="channels whose every request raises an alert")

@@ -18,11 +18,10 @@ from sqlalchemy.orm import Session
 
 from models.text import clean
 from service.auth import Principal
-from service.clock import Clock
+from service.clock import Clock, to_utc
 from service.db import Database
-from service.errors import ApiError, invalid
-from service.intake import to_utc
-from service.letter_schemas import SilenceIn, SilenceOut, SilencePage
+from service.errors import NotFound, invalid
+from service.schemas import SilenceIn, SilenceOut, SilencePage
 from service.settings import Settings
 from service.tables import Silence
 
@@ -109,5 +108,5 @@ class Silences:
     def _find(session: Session, silence_id: int) -> Silence:
         row = session.get(Silence, silence_id)
         if row is None:
-            raise ApiError(404, "not_found", f"silence_id: no silence {silence_id}", field="silence_id")
+            raise NotFound(f"silence_id: no silence {silence_id}", field="silence_id")
         return row

@@ -199,6 +199,18 @@ def test_dependencies_point_one_way(package):
                         "(docs/architecture.md, section 1):\n" + "\n".join(broken))
 
 
+def test_http_errors_stay_in_the_api_and_the_console():
+    """Domain code raises service.errors (NotFound, Conflict, Invalid); only service/api/ and
+    service/web/ speak HTTP, so only they may name `ApiError`."""
+    allowed = (ROOT / "service" / "api", ROOT / "service" / "web")
+    named = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in package_files("service")
+             if not any(path.is_relative_to(folder) for folder in allowed)
+             for node in ast.walk(parsed(path))
+             if (isinstance(node, ast.Name) and node.id == "ApiError")
+             or (isinstance(node, ast.alias) and node.name == "ApiError")]
+    assert not named, "ApiError outside service/api/ and service/web/: " + ", ".join(named)
+
+
 def test_the_layering_check_sees_every_kind_of_import():
     """The checker itself: plain, from, relative, function-local and import_module imports."""
     tree = ast.parse("import training.fit\nfrom xiaobao import cli\nfrom . import db\nfrom .api import deps\n"
@@ -261,7 +273,7 @@ def test_every_module_is_placed_in_the_document():
 
 
 def test_the_resolver_refuses_what_is_not_there():
-    assert resolve("service.intake", "after_store") is None
+    assert resolve("service.intake", "Intake.submit") is None
     assert resolve("service.letters", "Letters.issue") is None
     assert resolve("models.bundle", "HybridTextClassifier") is None  # re-exported from models.heads
     assert resolve("service.intake", "no_such_hook")

@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from models.registry import ModelLoadError
 from service.api.deps import HolderDep, MetricsDep, require
+from service.api.errors import ApiError
 from service.auth import Principal
-from service.errors import ApiError
 from service.model_holder import NoCurrentModel
 from service.schemas import ErrorResponse, ReloadOut
 

@@ -12,9 +12,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.bundle import ModelBundle
+from service.api.errors import ApiError
 from service.auth import Principal, authenticate
 from service.db import Database
-from service.errors import ApiError
 from service.intake import Intake
 from service.metrics import Metrics
 from service.model_holder import ModelHolder, ModelUnavailable

@@ -13,12 +13,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from service.api.deps import DOCUMENT_HEADERS, DatabaseDep, HolderDep, SettingsDep, require
+from service.api.errors import ApiError
 from service.auth import Principal
 from service.digest import render as digest_render
 from service.digest import service as digests
 from service.digest.schema import DigestSendResult, WeeklyDigest
 from service.digest.weeks import Week, WeekError
-from service.errors import ApiError, invalid
+from service.errors import invalid
 from service.schemas import ErrorResponse
 from service.settings import Settings
 

@@ -10,8 +10,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from service.api.deps import DOCUMENT_HEADERS, DatabaseDep, require
 from service.auth import Principal
-from service.letter_schemas import AckIn, ExtendIn, FlushOut, LetterOut, LetterPage, ResolveIn
 from service.letters import Access, Letters
+from service.letters.schemas import AckIn, ExtendIn, FlushOut, LetterOut, LetterPage, ResolveIn
 from service.schemas import MAX_OFFSET, ErrorResponse
 from service.vocab import LetterStatus
 

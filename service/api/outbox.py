@@ -8,9 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from service.api.deps import require
 from service.auth import Principal
-from service.letter_schemas import OutboxOut, OutboxPage
 from service.outbox import OutboxAdmin
-from service.schemas import MAX_OFFSET, ErrorResponse
+from service.schemas import MAX_OFFSET, ErrorResponse, OutboxOut, OutboxPage
 from service.vocab import OutboxStatus
 
 router = APIRouter(prefix="/v1/outbox", tags=["delivery"])

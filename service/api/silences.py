@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, Path, Request, status
 
 from service.api.deps import require
 from service.auth import Principal
-from service.letter_schemas import SilenceIn, SilenceOut, SilencePage
-from service.schemas import ErrorResponse
+from service.schemas import ErrorResponse, SilenceIn, SilenceOut, SilencePage
 from service.silences import Silences
 
 router = APIRouter(prefix="/v1/silences", tags=["silences"])

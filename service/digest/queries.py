@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from service.deadlines import DUE_SOON_DAYS, RESPONSE_PERIODS, end_of_day, response_due
 from service.digest.weeks import Week
+from service.letters.deadlines import DUE_SOON_DAYS, RESPONSE_PERIODS, end_of_day, response_due
 from service.tables import Alert, Complaint, ComplaintOutcome, Letter, LetterItem, OutboxMessage, UTCDateTime
 from service.vocab import ComplaintStatus, OutboxStatus, RiskLevel
 
@@ -42,7 +42,7 @@ def _days_between(session: Session, earlier, later) -> ColumnElement[float]:
 
 def _local_days_between(session: Session, earlier, later, week: Week) -> ColumnElement[int]:
     """Calendar days from `earlier`'s local date to `later`'s, as the regulation counts them
-    (service.deadlines: the deadline is the end of the N-th day after receipt). SQLite has no time
+    (service.letters.deadlines: the deadline is the end of the N-th day after receipt). SQLite has no time
     zones: it shifts by the zone's offset at the week's end, exact for zones without DST."""
     zone = week.zone
     if session.get_bind().dialect.name == "sqlite":

@@ -138,7 +138,7 @@ class DueItem(BaseModel):
     received_at: datetime
     age_days: float
     deadline_days: int = Field(description="15, 30 or 60: the next limit of the 15/30/60-day rule")
-    due_at: datetime = Field(description="the end of the last day (service.deadlines)")
+    due_at: datetime = Field(description="the end of the last day (service.letters.deadlines)")
     due_date: date = Field(description="the last day, local")
     excerpt: str
 

@@ -18,8 +18,8 @@ from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, sel
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.deadlines import DUE_SOON_DAYS, end_of_day
 from service.letters import Access
+from service.letters.deadlines import DUE_SOON_DAYS, end_of_day
 from service.tables import Alert, Complaint, Letter, LetterItem
 from service.vocab import LEVEL_RANK, RISK_LEVELS, AlertStatus, LetterStatus, labels
 

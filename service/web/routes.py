@@ -2,8 +2,9 @@
 
 Scoping is the API's: letters through `service.letters.Access`, complaints through
 `service.complaints` (another department's answers 404 here as there). Every POST form carries the
-session's CSRF token; the sign-in form, which has no session yet, a double-submit cookie. Service
-errors (ApiError) become HTML pages with the same status instead of the API's JSON.
+session's CSRF token; the sign-in form, which has no session yet, a double-submit cookie. The
+service's refusals (service.errors: NotFound, Conflict, Invalid) become HTML pages with the API's
+status (`ConsoleRoute`, the one place that maps them), or a notice on the form they came from.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from service import complaints as store
+from service.api.errors import domain_status
 from service.db import Database
-from service.deadlines import last_day
 from service.digest import render as digest_render
 from service.digest import service as digests
 from service.digest.weeks import Week, WeekError, week_of
-from service.errors import ApiError
-from service.letter_render import EVENT_NAMES, OVERDUE_NAMES
-from service.letter_schemas import AckIn, ResolveIn
+from service.errors import Conflict, DomainError, Invalid, NotFound
 from service.letters import Access, Letters, mask_ref
+from service.letters.deadlines import last_day
+from service.letters.render import EVENT_NAMES, OVERDUE_NAMES
+from service.letters.schemas import AckIn, ResolveIn
 from service.schemas import OutcomeIn
 from service.settings import Settings
 from service.templating import environment
@@ -87,7 +89,7 @@ def _templates(settings: Settings) -> Jinja2Templates:
         return "—" if moment is None else moment.astimezone(zone).strftime(fmt)
 
     def due(deadline: datetime | None) -> str:
-        """A deadline is the end of its last day (service.deadlines): show that day, not the next."""
+        """A deadline is the end of its last day (service.letters.deadlines): show that day, not the next."""
         return "—" if deadline is None else last_day(deadline, zone).isoformat()
 
     env.filters.update(local=local, day=lambda m: local(m, "%Y-%m-%d"), due=due,
@@ -141,9 +143,9 @@ class ConsoleRoute(APIRoute):
                 return _login_redirect(request)
             except Refused as exc:
                 return _error_page(request, exc.status, exc.message)
-            except ApiError as exc:
-                message = "未找到该记录，或它不属于您的部门。" if exc.status == 404 else exc.message
-                return _error_page(request, exc.status, message)
+            except DomainError as exc:
+                message = "未找到该记录，或它不属于您的部门。" if isinstance(exc, NotFound) else exc.message
+                return _error_page(request, domain_status(exc), message)
             except RequestValidationError:
                 return _error_page(request, 422, "地址中的参数无效。")
             response.headers.update(SECURITY_HEADERS)
@@ -310,9 +312,7 @@ def letter_document(request: Request, letter_id: int, user: User) -> Response:
 def _change_letter(request: Request, user: ConsoleUser, letter_id: int, action: str, note: str | None) -> Response:
     try:
         _letters(request).change(_db(request), Access(user.principal), letter_id, action, note=note)
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
+    except Conflict as exc:
         return _letter_page(request, user, letter_id, f"操作未执行：{exc.message}", 409)
     done = "acknowledged" if action == "acknowledge" else "resolved"
     return RedirectResponse(f"{PREFIX}/letters/{letter_id}?done={done}", status_code=303)
@@ -375,9 +375,7 @@ def record_outcome(request: Request, complaint_id: int, user: User, form: Form) 
         return _complaint_page(request, user, complaint_id, message, 422, fields)
     try:
         store.record_outcome(_db(request), _settings(request), user.principal, complaint_id, body)
-    except ApiError as exc:
-        if exc.status != 422:
-            raise
+    except Invalid as exc:
         return _complaint_page(request, user, complaint_id, f"未保存：{exc.message}", 422, fields)
     return RedirectResponse(f"{PREFIX}/complaints/{complaint_id}?done=saved", status_code=303)
 

@@ -11,12 +11,10 @@ from typing import Any
 import yaml
 from sqlalchemy import func, select
 
-import service.intake
 from models.text import clean
 from service.alerting import Alerting
 from service.clock import ManualClock
 from service.db import Database
-from service.intake import ALERTING
 from service.outbox import Delivery
 from service.routing import Routing, default_path, load_routing
 from service.settings import Settings
@@ -80,9 +78,8 @@ class Desk:
                cause: str | None = "定价收费", level: str | None = "高", score: float | None = 0.9,
                channel: str = "电话客服", branch: str = "城东支行", received: datetime | None = None,
                text: str = "信用卡年费被重复扣了两次，客服一直推诿，要求退还并道歉，否则向监管投诉") -> dict[str, Any]:
-        """Store one complaint through the intake hooks, as the intake transaction does."""
+        """Store one complaint and call alerting on it, as the intake transaction does."""
         with self.db.transaction() as session:
-            session.info[ALERTING] = self.alerting
             c = Complaint(external_id=external_id or f"T-{next(_ids)}", text_masked=clean(text),
                           channel=channel, branch=branch, received_at=received or self.clock.now(),
                           customer_ref=customer, prediction=prediction(category, cause, level, score),
@@ -90,8 +87,9 @@ class Desk:
                           cause_probability=0.83, risk_score=score, risk_level=level, needs_review=False)
             session.add(c)
             session.flush()
-            alert = service.intake.after_store(session, c, c.prediction)
-            service.intake.before_commit(session)
+            owed: list[Alert] = []
+            alert = self.alerting.alert_for(session, c, owed)
+            self.alerting.issue_owed_letters(session, owed)
             session.flush()
             return {"complaint": c.id, "alert": alert.id if alert else None,
                     "letter": alert.letter_id if alert else None, "status": alert.status if alert else None}

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-import service.letters
+import service.letters.notify
 from service.app import create_app
 from service.tables import Alert, Complaint, Letter, LetterSequence, OutboxMessage, Silence
 from tests.service.alerting_support import Desk, alerts, count, letters, messages, settings_for
@@ -230,7 +230,7 @@ def test_complaint_alert_letter_and_messages_commit_together(client0, h, db, mon
     def broken(*args, **kwargs):
         raise RuntimeError("mail queue unavailable")
 
-    monkeypatch.setattr(service.letters, "enqueue_email", broken)
+    monkeypatch.setattr(service.letters.notify, "enqueue_email", broken)
     r = client.post("/v1/complaints", json=body, headers=h["intake"])
     assert r.status_code == 500
     for table in (Complaint, Alert, Letter, OutboxMessage):

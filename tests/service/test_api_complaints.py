@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 import service.intake
+from service.alerting import Alerting
 from service.tables import Alert, Complaint
 from tests.service.conftest import complaint_body
 
@@ -161,13 +162,13 @@ def test_a_race_past_the_lookup_is_settled_by_the_unique_constraint(client, h, d
 def test_hook_runs_in_the_intake_transaction(client, h, db, monkeypatch):
     seen = {}
 
-    def hook(session, complaint, prediction):
+    def hook(alerting, session, complaint, owed):
         seen["id"] = complaint.id
         seen["visible"] = session.scalar(select(Complaint.external_id).where(Complaint.id == complaint.id))
-        seen["level"] = prediction["risk"]["level"]
+        seen["level"] = complaint.prediction["risk"]["level"]
         return None
 
-    monkeypatch.setattr(service.intake, "after_store", hook)
+    monkeypatch.setattr(Alerting, "alert_for", hook)
     r = client.post("/v1/complaints", json=_body(), headers=h["intake"])
     assert r.status_code == 201
     assert seen == {"id": r.json()["id"], "visible": "CC-0001", "level": r.json()["prediction"]["risk"]["level"]}
@@ -176,17 +177,17 @@ def test_hook_runs_in_the_intake_transaction(client, h, db, monkeypatch):
 
 
 def test_a_failing_hook_stores_nothing(client, h, db, monkeypatch):
-    def hook(session, complaint, prediction):
+    def hook(alerting, session, complaint, owed):
         raise RuntimeError("routing table broken for 13812345678")
 
-    monkeypatch.setattr(service.intake, "after_store", hook)
+    monkeypatch.setattr(Alerting, "alert_for", hook)
     r = client.post("/v1/complaints", json=_body(), headers=h["intake"])
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
     assert "13812345678" not in r.text
     assert _count(db) == 0
 
 
-def _alerting_hook(session, complaint, prediction):
+def _alerting_hook(alerting, session, complaint, owed):
     alert = Alert(dedup_key=f"{complaint.customer_ref}|{complaint.category}|{complaint.cause}", reason="risk_level",
                   department="信用卡中心", risk_level="高", risk_score=0.9, customer_ref=complaint.customer_ref)
     session.add(alert)
@@ -196,12 +197,12 @@ def _alerting_hook(session, complaint, prediction):
 
 
 def test_an_alert_from_the_hook_is_answered_and_scopes_department_reads(client, h, db, monkeypatch):
-    monkeypatch.setattr(service.intake, "after_store", _alerting_hook)
+    monkeypatch.setattr(Alerting, "alert_for", _alerting_hook)
     r = client.post("/v1/complaints", json=_body(), headers=h["intake"])
     alert = r.json()["alert"]
     assert r.status_code == 201 and alert["department"] == "信用卡中心" and alert["letter"] is None
     assert client.post("/v1/complaints", json=_body(), headers=h["intake"]).json()["alert"] == alert
-    monkeypatch.setattr(service.intake, "after_store", lambda *a: None)
+    monkeypatch.setattr(Alerting, "alert_for", lambda *a: None)
     other = client.post("/v1/complaints", json=_body(external_id="CC-0002"), headers=h["intake"]).json()
     dept = h["department:信用卡中心"]
     assert client.get(f"/v1/complaints/{r.json()['id']}", headers=dept).json()["alert"]["id"] == alert["id"]

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-import service.intake
+from service.alerting import Alerting
 
 GOOD = {"external_id": "E-1", "text": "信用卡年费多扣", "channel": "手机银行", "branch": "营业部",
         "received_at": "2026-05-01T09:00:00"}
@@ -41,10 +41,10 @@ def test_unknown_routes_and_methods_are_json(client, h):
 
 
 def test_a_bug_is_a_500_with_a_request_id_and_a_masked_log(client, h, monkeypatch, caplog):
-    def hook(session, complaint, prediction):
+    def hook(alerting, session, complaint, owed):
         raise RuntimeError(f"cannot route {complaint.external_id}, customer phone 13812345678")
 
-    monkeypatch.setattr(service.intake, "after_store", hook)
+    monkeypatch.setattr(Alerting, "alert_for", hook)
     with caplog.at_level(logging.ERROR, logger="xiaobao.service"):
         r = client.post("/v1/complaints", json=GOOD, headers=h["intake"])
     assert r.status_code == 500

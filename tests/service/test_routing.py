@@ -10,9 +10,10 @@ import yaml
 
 from service.app import create_app
 from service.clock import ManualClock
-from service.deadlines import CalendarNotCovered, WorkCalendar, ack_due, last_day, response_due
+from service.letters.deadlines import ack_due, last_day, response_due
 from service.routing import RoutingError, default_path, load_routing, parse_routing
 from service.settings import DEFAULT_CATEGORIES, DEFAULT_CAUSES, Settings
+from service.workdays import CalendarNotCovered, WorkCalendar
 from tests.service.alerting_support import routing_file
 
 SH = ZoneInfo("Asia/Shanghai")

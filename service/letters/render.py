@@ -10,8 +10,8 @@ from typing import Any
 from jinja2 import PackageLoader
 from markupsafe import Markup
 
-from service.deadlines import last_day
-from service.letter_schemas import LetterOut
+from service.letters.deadlines import last_day
+from service.letters.schemas import LetterOut
 from service.settings import Settings
 from service.templating import environment, render_html
 

@@ -1,22 +1,16 @@
-"""Bodies of the letters, silences and outbox endpoints (pydantic v2)."""
+"""Bodies of the letters endpoints (pydantic v2)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from service.schemas import Moment, storable
-from service.vocab import LetterStatus, OutboxStatus, RiskLevel
+from service.schemas import In
+from service.vocab import LetterStatus, RiskLevel
 
 Note = Field(None, max_length=4000)
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    _storable = field_validator("*")(storable)  # no NUL or unpaired surrogate in what is stored
 
 
 # --- letters ---------------------------------------------------------------------------------------
@@ -84,15 +78,15 @@ class FlushOut(BaseModel):
     letters: list[str] = Field(description="numbers of the letters issued")
 
 
-class AckIn(_In):
+class AckIn(In):
     note: str | None = Note
 
 
-class ResolveIn(_In):
+class ResolveIn(In):
     note: str = Field(min_length=1, max_length=4000, description="处理情况及整改措施: what was done")
 
 
-class ExtendIn(_In):
+class ExtendIn(In):
     """A complex case: extend the decision period from 15 to 30 days, or (with the approval of the
     superior institution) to 60 days at most."""
 
@@ -105,62 +99,3 @@ class ExtendIn(_In):
         if self.days == 60 and not self.approved_by:
             raise ValueError("a 60-day period needs the approval of the superior institution: give approved_by")
         return self
-
-
-# --- silences --------------------------------------------------------------------------------------
-class SilenceIn(_In):
-    department: str | None = Field(None, max_length=100)
-    category: str | None = Field(None, max_length=64)
-    cause: str | None = Field(None, max_length=64)
-    branch: str | None = Field(None, max_length=100)
-    starts_at: Moment | None = Field(None, description="default: now")
-    ends_at: Moment
-    comment: str | None = Field(None, max_length=2000)
-
-    @model_validator(mode="after")
-    def _matches_something(self) -> SilenceIn:
-        if not any((self.department, self.category, self.cause, self.branch)):
-            raise ValueError("a silence needs at least one of department, category, cause, branch")
-        return self
-
-
-class SilenceOut(BaseModel):
-    id: int
-    department: str | None
-    category: str | None
-    cause: str | None
-    branch: str | None
-    starts_at: datetime
-    ends_at: Moment
-    active: bool
-    comment: str | None
-    created_at: datetime
-
-
-class SilencePage(BaseModel):
-    items: list[SilenceOut]
-    total: int
-
-
-# --- outbox ----------------------------------------------------------------------------------------
-class OutboxOut(BaseModel):
-    id: int
-    idempotency_key: str
-    kind: str
-    event: str | None
-    receiver: str
-    subject: str | None
-    status: OutboxStatus
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    letter_id: int | None
-    created_at: datetime
-    sent_at: datetime | None
-
-
-class OutboxPage(BaseModel):
-    items: list[OutboxOut]
-    total: int
-    limit: int
-    offset: int

@@ -1,13 +1,6 @@
-"""Deadlines of a letter, in the bank's local time.
+"""The working-day calendar that letters count acknowledgement deadlines in (service.letters.deadlines).
 
-Response (处理决定): 《银行业保险业消费投诉处理管理办法》 asks for a decision within 15 days of
-accepting a complaint; a complex case may extend to 30 days, and with the approval of the superior
-institution to 60 at most. Days are calendar days counted from the day after acceptance (the day
-of acceptance itself does not count); the deadline is the end of the last day. The service takes
-the request's `received_at` as its acceptance.
-
-Acknowledgement (签收): a number of working days after the letter is issued, again to the end of the
-last day. Working days are the State Council's: Monday to Friday less the public holidays, plus the
+Working days are the State Council's: Monday to Friday less the public holidays, plus the
 调休 weekend days worked in exchange, as the `chinesecalendar` package records them
 (`WorkCalendar.china`), with the routing file's `calendar.holidays` / `calendar.workdays` on top (a
 local closure; a year the State Council has published before the package has).
@@ -22,19 +15,18 @@ computed with `uncovered_as_working=True`: every day of that year, weekends incl
 working day. That is the earliest the deadline could fall under any schedule the State Council might
 publish (a holiday only removes working days; a 调休 day adds one, at most every day is one), so the
 department is chased early rather than late; the caller flags such a deadline (the letter's history
-says so, and the log). This module does no I/O: callers build a calendar and pass it in.
+says so, and the log). This module does no I/O: callers build a calendar and pass it in. It lives
+outside service/letters/ because the routing file configures it: service.routing builds the
+calendar, and letters count in it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 import chinese_calendar
 
-RESPONSE_PERIODS = (15, 30, 60)
-DUE_SOON_DAYS = 3  # "due soon" in the digest and the console: a response deadline within three days
 # The State Council publishes the next year's schedule between late October and mid November:
 # from about 1 November a calendar without the next year warns at start-up.
 YEAR_END_NOTICE_DAYS = 61
@@ -114,25 +106,3 @@ def calendar_notices(calendar: WorkCalendar, today: date, notice_days: int = YEA
     return [f"{CalendarNotCovered(following)}; until then an acknowledgement deadline that runs into {following} "
             f"counts every day of {following} as a working day (the earliest it could be) and the letter says so"]
 
-
-def end_of_day(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant after `day` in `zone`, as UTC: "by the end of day" is "before this"."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
-
-
-def last_day(deadline: datetime, zone: ZoneInfo) -> date:
-    """The day a deadline from `end_of_day` falls on, for printing."""
-    return (deadline.astimezone(zone) - timedelta(microseconds=1)).date()
-
-
-def response_due(received_at: datetime, days: int, zone: ZoneInfo) -> datetime:
-    return end_of_day(received_at.astimezone(zone).date() + timedelta(days=days), zone)
-
-
-def ack_due(issued_at: datetime, working_days: int, calendar: WorkCalendar, zone: ZoneInfo, *,
-            uncovered_as_working: bool = False) -> datetime:
-    """End of the `working_days`-th working day after the local day of issue. Raises
-    CalendarNotCovered when the count runs into an uncovered year, unless `uncovered_as_working`."""
-    day = calendar.add_working_days(issued_at.astimezone(zone).date(), working_days,
-                                    uncovered_as_working=uncovered_as_working)
-    return end_of_day(day, zone)
