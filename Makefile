@@ -86,10 +86,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-logo
 
-# Both cores (pytest-xdist, one test module per worker so module fixtures are built once); the slowest
+# Both cores (pytest-xdist, one test module per worker so module fixtures are built once, longest
+# modules first: tests/conftest.py LONGEST_FIRST); the slowest
 # 15 tests are printed at the end so a regression shows.
 test: $(STAMP) $(CORPUS) fonts lint
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # The three notebooks, executed with their outputs into test-artifacts/notebooks/ (about 1.5 minutes on
 # 2 cores; make test runs them too, through tests/notebooks).

@@ -24,20 +24,27 @@ def shared_file(relative: str) -> Path:
     return path
 
 
-# The longest modules (measured with --durations), started first: with `-n 2 --dist loadfile` each
-# worker takes whole modules in collection order, so a long module collected last would leave one
-# core idle while the other finishes it.
-LONGEST_FIRST = [
-    "tests/test_readme.py",
-    "tests/notebooks/test_notebooks.py",
-    "tests/service/test_proof.py",
-    "tests/models/test_encoder.py",
-    "tests/training/test_cli.py",
-    "tests/service/web/test_console_hostile.py",
-    "tests/models/test_registry.py",
-    "tests/models/test_finetune.py",
-    "tests/service/test_fuzz.py",
-    "tests/training/test_calibration.py",
+# The longest modules (measured with --junitxml), started first: with `-n 2 --dist loadfile
+# --no-loadscope-reorder` each worker takes whole modules in collection order, so a long module
+# collected last would leave one core idle while the other finishes it (xdist's own reordering, by
+# number of tests, put the two-test README module last).
+LONGEST_FIRST = [  # seconds per module, both workers' sum, 2026-12-04
+    "tests/test_readme.py",  # 149
+    "tests/service/test_fuzz.py",  # 115
+    "tests/service/test_proof.py",  # 100
+    "tests/service/web/test_console_hostile.py",  # 90
+    "tests/models/test_encoder.py",  # 79
+    "tests/models/test_registry.py",  # 75
+    "tests/notebooks/test_notebooks.py",  # 62
+    "tests/training/test_cli.py",  # 50
+    "tests/service/web/test_console_pages.py",  # 42
+    "tests/service/test_api_complaints.py",  # 34
+    "tests/service/web/test_console_browser.py",  # 34
+    "tests/service/test_letters.py",  # 32
+    "tests/service/test_digest_api.py",  # 27
+    "tests/service/test_cli.py",  # 24
+    "tests/service/test_api_admin.py",  # 24
+    "tests/training/test_backends.py",  # 20
 ]
 
 

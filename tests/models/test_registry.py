@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import joblib
 import pytest
@@ -20,11 +21,18 @@ def small_data(demo_corpus, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def trained_once(small_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained-once") / "reg"
+    return root, train(load_dataset(small_data), TrainParams(), Registry(root)).version
+
+
 @pytest.fixture()
-def registry_with_version(tmp_path, small_data):
-    registry = Registry(tmp_path / "reg")
-    result = train(load_dataset(small_data), TrainParams(), registry)
-    return registry, result.version
+def registry_with_version(tmp_path, trained_once):
+    """A private copy of a registry holding one trained version: tests corrupt its files."""
+    root, version = trained_once
+    shutil.copytree(root, tmp_path / "reg")
+    return Registry(tmp_path / "reg"), version
 
 
 def test_card_records_what_a_reviewer_needs(registry_with_version):
