@@ -19,5 +19,7 @@ class RiskLevel(StrEnum):
 
 
 RISK_LEVELS: tuple[RiskLevel, ...] = tuple(RiskLevel)
+# The levels that raise an alert; a level's alerts are the requests at or above it (中 counts 高 too).
+ALERT_LEVELS: tuple[RiskLevel, ...] = RISK_LEVELS[:2]
 
-__all__ = ["RISK_LEVELS", "RiskLevel"]
+__all__ = ["ALERT_LEVELS", "RISK_LEVELS", "RiskLevel"]

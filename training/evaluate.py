@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from models.bundle import ModelBundle
+from models.levels import ALERT_LEVELS
 from training.data import Dataset, labelled
 
 
@@ -81,9 +82,6 @@ def risk_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
         "log_loss": round(float(log_loss(y, np.clip(score, 1e-6, 1 - 1e-6), labels=[0, 1])), 4),
         "positive_rate": round(float(y.mean()), 4),
     }
-
-
-ALERT_LEVELS = ("高", "中")  # a level's alerts are the rows at or above it: 中 counts 高 too
 
 
 def level_metrics(y: np.ndarray, levels: list[str] | np.ndarray) -> dict[str, Any]:

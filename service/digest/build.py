@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from models.levels import ALERT_LEVELS
 from service.digest import queries as q
 from service.digest.schema import (
     AlertWatch,
@@ -43,7 +44,6 @@ from service.digest.schema import (
 )
 from service.digest.weeks import Week
 from service.tables import Complaint
-from service.vocab import RISK_LEVELS
 
 TREND_WEEKS = 12
 PSI_THRESHOLD = 0.2  # the usual reading: < 0.1 stable, 0.1-0.2 watch, > 0.2 shifted
@@ -54,7 +54,6 @@ TOPIC_MIN_COUNT = 3
 TOPIC_MIN_LIFT = 1.5
 TOPIC_PSEUDO_COUNT = 1.0
 TOPIC_LIMIT = 10
-ALERT_LEVELS = RISK_LEVELS[:2]  # 高, and 中 counting 高 too
 OUTCOME_WEEKS = 12  # outcomes arrive weeks after a request: alerts are judged over this window
 RATE_BAND = (2 / 3, 3 / 2)  # a level's weekly rate outside this band around the expected one is flagged
 
