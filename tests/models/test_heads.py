@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.svm import LinearSVC
 
 from models import heads
 from models.heads import HybridTextClassifier, LinearTextClassifier, MultiLabelTextClassifier, RiskClassifier
@@ -78,3 +79,16 @@ def test_a_head_pickled_as_an_estimator_loads_and_scores_the_same(cls, monkeypat
     assert vars(loaded).keys() == vars(before).keys()  # BaseEstimator added nothing to a models.* pickle
     np.testing.assert_array_equal(score(name, loaded, X, E, S), score(name, before, X, E, S))
     np.testing.assert_array_equal(loaded.classes_, before.classes_)
+
+
+def test_fitting_on_the_used_columns_gives_the_scores_of_a_fit_on_all_columns():
+    # Hashed features: a few used columns among many; liblinear on the used ones solves the same problem.
+    X, _, _, labels, risk = synthetic()
+    wide = sparse.csr_matrix((X.data, X.indices * 5000, X.indptr), shape=(X.shape[0], 40 * 5000))
+    np.random.seed(0)
+    cut = LinearTextClassifier(C=1.0).fit(wide, labels)
+    np.random.seed(0)
+    plain = LinearSVC(C=1.0).fit(wide, np.unique(labels, return_inverse=True)[1])
+    # the same optimum up to liblinear's stopping tolerance (and float32 weights)
+    np.testing.assert_allclose(cut.decision_function(wide), plain.decision_function(wide), atol=5e-3)
+    assert np.all(cut.weights_.active % 5000 == 0)  # the weights sit on the columns the words hash to
