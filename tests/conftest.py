@@ -28,23 +28,23 @@ def shared_file(relative: str) -> Path:
 # --no-loadscope-reorder` each worker takes whole modules in collection order, so a long module
 # collected last would leave one core idle while the other finishes it (xdist's own reordering, by
 # number of tests, put the two-test README module last).
-LONGEST_FIRST = [  # seconds per module (setup, call, teardown), measured 2026-12-04 with --junitxml
-    "tests/test_readme.py",  # 152
-    "tests/service/test_fuzz.py",  # 135
-    "tests/service/test_proof.py",  # 119
-    "tests/service/web/test_console_hostile.py",  # 95
-    "tests/models/test_encoder.py",  # 86
-    "tests/notebooks/test_notebooks.py",  # 55
-    "tests/training/test_cli.py",  # 50
-    "tests/service/web/test_console_pages.py",  # 43
-    "tests/service/test_digest_api.py",  # 34
-    "tests/models/test_registry.py",  # 33
-    "tests/service/test_letters.py",  # 32
-    "tests/service/test_cli.py",  # 27
-    "tests/service/test_api_complaints.py",  # 26
+LONGEST_FIRST = [  # seconds per module (setup, call, teardown), measured 2026-12-04 21:10 with --junitxml
+    "tests/service/test_proof.py",  # 126
+    "tests/service/test_fuzz.py",  # 114
+    "tests/test_readme.py",  # 107
+    "tests/models/test_encoder.py",  # 107
+    "tests/service/web/test_console_hostile.py",  # 87
+    "tests/notebooks/test_notebooks.py",  # 45
+    "tests/service/web/test_console_pages.py",  # 38
+    "tests/service/test_api_complaints.py",  # 31
+    "tests/service/test_api_admin.py",  # 30
+    "tests/service/test_letters.py",  # 29
+    "tests/service/test_digest_api.py",  # 28
     "tests/service/web/test_console_browser.py",  # 24
-    "tests/service/test_api_admin.py",  # 23
-    "tests/training/test_backends.py",  # 21
+    "tests/service/test_cli.py",  # 21
+    "tests/models/test_finetune.py",  # 18
+    "tests/service/test_hostile_documents.py",  # 16
+    "tests/training/test_cli.py",  # 15
 ]
 
 
