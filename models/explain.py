@@ -21,6 +21,9 @@ from models.text import Segmenter, _engine, read_word_list
 
 MAX_PHRASE_WORDS = 3
 MAX_PHRASE_CHARS = 16
+# A phrase that moved the decision by under a tenth of what the strongest one did says nothing to a
+# case officer (a Latin token in pasted markup scored 0.003 beside 0.3): it is not shown.
+MIN_SHARE_OF_STRONGEST = 0.1
 # Identifiers masked by clean() (139****5678, z***@x.cn) are never a phrase. ASCII only: \w would
 # also match the Chinese words either side and leave the whole clause unexplained.
 _MASKED = re.compile(r"[0-9A-Za-z_.@-]*\*{2,}[0-9A-Za-z_.@-]*")
@@ -73,8 +76,9 @@ def phrases_from_char_scores(text: str, units: list[Unit], chars: np.ndarray, n:
     """The phrases of `text` that pushed hardest towards the decision, from one score per character.
 
     Words sum their characters; phrases are runs of up to three positive words (glue may sit between
-    them) with at least one word of two characters or more (上买, two single characters, says nothing).
-    Weights are shares of the total |score| of the text.
+    them) with at least one word of two characters or more (上买, two single characters, says nothing),
+    and at least MIN_SHARE_OF_STRONGEST of the strongest phrase's score. Weights are shares of the
+    total |score| of the text.
     """
     total = float(np.abs(chars).sum())
     if total <= 0 or not units:
@@ -108,7 +112,11 @@ def phrases_from_char_scores(text: str, units: list[Unit], chars: np.ndarray, n:
             if long_word and s > candidates.get(phrase, (-math.inf,))[0] and not cuts_compound(i, j):
                 candidates[phrase] = (s, a, units[j][1])
     chosen: list[tuple[str, float, int, int]] = []
-    for phrase, (w, a, b) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
+    ranked = sorted(candidates.items(), key=lambda kv: -kv[1][0])
+    floor = ranked[0][1][0] * MIN_SHARE_OF_STRONGEST if ranked else 0.0
+    for phrase, (w, a, b) in ranked:
+        if w < floor:
+            break
         # Overlapping runs say the same thing twice: keep the stronger.
         if any(phrase in c or c in phrase or (a < cb and ca < b) for c, _, ca, cb in chosen):
             continue

@@ -150,6 +150,16 @@ def test_weights_are_shares_sorted_and_overlaps_dropped():
     assert len(phrases_from_char_scores(text, UNITS(text), chars, 1)) == 1
 
 
+def test_phrases_far_weaker_than_the_strongest_are_not_shown():
+    # pasted markup around a complaint: its Latin tokens carry a trace of weight, the complaint the weight
+    text = "信用卡被盗刷 href onclick 要求退还年费"
+    chars = scores_on(text, "盗刷", value=3.0, rest=0.0) + scores_on(text, "href", value=0.02) \
+        + scores_on(text, "年费", value=0.4)
+    shown = phrases(text, chars)
+    assert any("盗刷" in p for p in shown) and any("年费" in p for p in shown)
+    assert not any("href" in p for p in shown)
+
+
 def test_no_weight_no_phrases():
     text = "信用卡年费"
     assert phrases_from_char_scores(text, UNITS(text), np.zeros(len(text)), 5) == []
