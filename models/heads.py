@@ -88,6 +88,9 @@ class UsedColumns:
 
 
 EMBEDDING_FIELD = "text embedding"
+# liblinear visits rows in a random order; unseeded it draws the seed from numpy's global state, so
+# the same data trained twice gave two models (and a promotion gate that refused the retrained twin).
+LIBLINEAR_SEED = 0
 
 
 def stratified_folds(y: np.ndarray, n_splits: int, random_state: int = 0):
@@ -139,7 +142,7 @@ class LinearTextClassifier:
         self.calibration_folds = calibration_folds
 
     def _svm(self) -> LinearSVC:
-        return LinearSVC(C=self.C, class_weight=self.class_weight)
+        return LinearSVC(C=self.C, class_weight=self.class_weight, random_state=LIBLINEAR_SEED)
 
     @staticmethod
     def _scores(svm: LinearSVC, X) -> np.ndarray:
@@ -266,12 +269,13 @@ class MultiLabelTextClassifier:
                 # A rare label can be absent from a fold's training part: it scores "no" there.
                 if len(np.unique(yk[tr])) == 2:
                     used = UsedColumns(X_tr)
-                    oof[te] = LinearSVC(C=self.C).fit(used.cut(X_tr), yk[tr]).decision_function(used.cut(X_te))
+                    svm = LinearSVC(C=self.C, random_state=LIBLINEAR_SEED).fit(used.cut(X_tr), yk[tr])
+                    oof[te] = svm.decision_function(used.cut(X_te))
                 else:
                     oof[te] = -1.0
             platt = LogisticRegression(C=1e4).fit(oof[:, None], yk)
             self.platt_.append((float(platt.coef_[0, 0]), float(platt.intercept_[0])))
-            svm = LinearSVC(C=self.C).fit(X_used, yk)
+            svm = LinearSVC(C=self.C, random_state=LIBLINEAR_SEED).fit(X_used, yk)
             coefs.append(svm.coef_[0])
             icpts.append(svm.intercept_[0])
         self.weights_ = LinearWeights(np.vstack(coefs), np.asarray(icpts), used_all.columns)
@@ -382,7 +386,8 @@ class RiskClassifier:
         folds = []
         for tr, te, X_tr, X_te in (cv or sliced_splits(X_text))(y, self.folds):
             used = UsedColumns(X_tr)
-            lr = LogisticRegression(C=self.C_text, solver="liblinear", dual=True, max_iter=2000).fit(
+            lr = LogisticRegression(C=self.C_text, solver="liblinear", dual=True, max_iter=2000,
+                                    random_state=LIBLINEAR_SEED).fit(
                 used.cut(X_tr), y[tr])
             oof[te] = lr.decision_function(used.cut(X_te))
             full = np.zeros(X_text.shape[1])

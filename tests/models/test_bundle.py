@@ -120,6 +120,20 @@ def test_heads_follow_the_labels_the_data_has(tmp_path):
     assert "category" not in p and "risk" not in p and p["cause"]["label"] in {"定价收费", "债务催收方式和手段"}
 
 
+def test_the_same_data_trained_twice_gives_the_same_model(tmp_path, demo_corpus):
+    # numpy's global random state differs between the two fits: liblinear must not depend on it
+    path = tmp_path / "sample.csv"
+    pd.read_csv(demo_corpus).sample(300, random_state=5).to_csv(path, index=False)
+    texts = ["信用卡年费被重复扣了两次", "第三次打电话了，转账的钱还是没退回来", "理财到期收益比宣传的低"]
+    np.random.seed(1)
+    first = fit_bundle(load_dataset(path), TrainParams())
+    np.random.seed(2)
+    second = fit_bundle(load_dataset(path), TrainParams())
+    for name, head in first.heads.items():
+        assert np.array_equal(head.weights_.W, second.heads[name].weights_.W), name
+    assert first.predict(texts) == second.predict(texts)
+
+
 def test_english_text_trains_and_predicts(tmp_path):
     texts = {
         "fees": ["I was charged an annual fee I never agreed to", "late fee applied although I paid on time",
