@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from models.bundle import PredictConfig
+from models.levels import RiskLevel
 
 Progress = Callable[[str, int, int], None]
 
@@ -86,7 +87,7 @@ def choose_thresholds(score: np.ndarray, y: np.ndarray, config: PredictConfig) -
     reach `high_precision` (or, without one or where none reaches it, catches `high_recall` of them)."""
     pos = np.sort(np.asarray(score)[np.asarray(y) == 1])
     if len(pos) == 0:
-        return {"高": 1.0, "中": 1.0}
+        return {RiskLevel.HIGH.value: 1.0, RiskLevel.MEDIUM.value: 1.0}
     medium = float(np.quantile(pos, 1 - config.medium_recall, method="lower"))
     high = None
     if config.high_precision is not None:
@@ -94,7 +95,7 @@ def choose_thresholds(score: np.ndarray, y: np.ndarray, config: PredictConfig) -
     if high is None:
         high = float(np.quantile(pos, 1 - config.high_recall, method="lower"))
     # Rounded down: a cut-off rounded up would drop the row it was chosen at.
-    return {"高": _floor6(max(high, medium)), "中": _floor6(medium)}
+    return {RiskLevel.HIGH.value: _floor6(max(high, medium)), RiskLevel.MEDIUM.value: _floor6(medium)}
 
 
 def _floor6(value: float) -> float:

@@ -16,7 +16,7 @@ from sklearn.metrics import (
 )
 
 from models.bundle import ModelBundle
-from models.levels import ALERT_LEVELS
+from models.levels import ALERT_LEVELS, RiskLevel
 from training.data import Dataset, labelled
 
 
@@ -102,8 +102,9 @@ def level_metrics(y: np.ndarray, levels: list[str] | np.ndarray) -> dict[str, An
 def levels_of(score: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
     """The level each score falls in (the rule ModelBundle.risk_level applies to one score)."""
     score = np.asarray(score, dtype=float)
-    return np.where(score >= thresholds.get("高", np.inf), "高",
-                    np.where(score >= thresholds.get("中", np.inf), "中", "低"))
+    high, medium = (thresholds.get(level, np.inf) for level in (RiskLevel.HIGH, RiskLevel.MEDIUM))
+    return np.where(score >= high, RiskLevel.HIGH.value,
+                    np.where(score >= medium, RiskLevel.MEDIUM.value, RiskLevel.LOW.value))
 
 
 def metrics_from_predictions(ds: Dataset, predictions: list[dict[str, Any]]) -> dict[str, Any]:
