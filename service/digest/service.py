@@ -45,7 +45,7 @@ class NoRecipient(DigestError):
 def requested_week(text: str | None, settings: Settings, now: datetime) -> Week:
     """The week asked for (`YYYY-Www`), or the last complete one; WeekError for a malformed or
     future week."""
-    if text is None or not text.strip():
+    if text is None or text == "":  # absent, or a form's empty field
         return last_complete_week(now, settings.zone)
     return parse_week(text, settings.zone, now)
 

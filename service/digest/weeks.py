@@ -74,7 +74,9 @@ def last_complete_week(now: datetime, zone: ZoneInfo) -> Week:
 def parse_week(text: str, zone: ZoneInfo, now: datetime | None = None) -> Week:
     """`YYYY-Www` → Week; WeekError for a malformed week, one the year does not have, or (given
     `now`) one that has not begun."""
-    match = WEEK_PATTERN.match(text.strip())
+    # Exactly as the API schema states it: a week with blanks around it, or blanks alone, is refused
+    # rather than read as some week (a form feed alone once sent the default week's digest).
+    match = WEEK_PATTERN.fullmatch(text)
     if not match:
         raise WeekError(f"{text!r} is not an ISO week; write YYYY-Www, e.g. 2026-W05")
     year, number = int(match.group(1)), int(match.group(2))

@@ -78,6 +78,7 @@ def test_accept_header_chooses_the_format(client, h, accept, expected):
 @pytest.mark.parametrize("params, field, words", [
     ({"week": "2026-20"}, "week", "ISO week"), ({"week": "2026-W54"}, "week", "W01 to W53"),
     ({"week": "last"}, "week", "ISO week"), ({"week": "2099-W01"}, "week", "future"),
+    ({"week": "\x0c"}, "week", "ISO week"), ({"week": " 2026-W20"}, "week", "ISO week"),
     ({"week": "2026-W20", "format": "pdf"}, "format", "json, html, text or xlsx"),
 ])
 def test_bad_week_or_format_is_a_422_naming_the_field(client, h, params, field, words):
