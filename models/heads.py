@@ -382,7 +382,7 @@ class RiskClassifier:
             raise ValueError("the risk label needs both outcomes (0 and 1)")
         oof = np.zeros(len(y))
         oof_embed = np.zeros(len(y))
-        coef, intercept = 0.0, 0.0
+        coef, intercept = np.zeros(X_text.shape[1]), 0.0
         folds = []
         for tr, te, X_tr, X_te in (cv or sliced_splits(X_text))(y, self.folds):
             used = UsedColumns(X_tr)
@@ -390,9 +390,8 @@ class RiskClassifier:
                                     random_state=LIBLINEAR_SEED).fit(
                 used.cut(X_tr), y[tr])
             oof[te] = lr.decision_function(used.cut(X_te))
-            full = np.zeros(X_text.shape[1])
-            full[used.columns] = lr.coef_[0]
-            coef, intercept = coef + full, intercept + lr.intercept_
+            coef[used.columns] += lr.coef_[0]
+            intercept = intercept + lr.intercept_
             folds.append((tr, te))
             if E is not None:
                 oof_embed[te] = LogisticRegression(C=self.C_embed, max_iter=3000).fit(

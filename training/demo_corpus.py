@@ -41,9 +41,12 @@ HOURS = {"营业网点": OFFICE, "监管转办": OFFICE, "信访": OFFICE, "媒�
          "电话客服": ALWAYS + OFFICE, "手机银行": ALWAYS, "网上银行": ALWAYS, "微信公众号": ALWAYS}
 
 
-def read_parts(folder: Path = PARTS) -> pd.DataFrame:
+def read_parts(folder: Path = PARTS, exclude: frozenset[Path] = frozenset()) -> pd.DataFrame:
+    """Every part's rows with its batch; `exclude` leaves those files out (resolved paths)."""
     rows = []
     for path in sorted(glob.glob(str(folder / "*.jsonl"))):
+        if Path(path).resolve() in exclude:
+            continue
         batch = Path(path).stem.rsplit("_", 1)[0]
         with open(path, encoding="utf-8") as fh:
             rows += [{**json.loads(line), "batch": batch} for line in fh if line.strip()]

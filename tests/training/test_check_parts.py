@@ -20,6 +20,10 @@ GOOD = [  # three short, four medium, three long; three escalated; ten openings
 ]
 
 
+def errors_of(paths):
+    return check_parts.check(paths)[0]
+
+
 @pytest.fixture
 def part(monkeypatch, tmp_path):
     """Writes rows as a part in a parts folder beside the real ones (read for labels and openings)."""
@@ -35,7 +39,7 @@ def part(monkeypatch, tmp_path):
 
 
 def test_rows_written_as_the_brief_asks_pass(part):
-    assert check_parts.check([part(GOOD)]) == []
+    assert errors_of([part(GOOD)]) == []
 
 
 def test_each_problem_is_named_with_its_file_and_line(part):
@@ -44,7 +48,7 @@ def test_each_problem_is_named_with_its_file_and_line(part):
     rows[2] = {**rows[2], "cause": "态度差"}
     rows[4] = {k: v for k, v in rows[4].items() if k != "amount"}
     path = part(rows)
-    errors = check_parts.check([path])
+    errors = errors_of([path])
     assert f"{path}:2: unknown category '信用卡中心'" in errors
     assert f"{path}:3: unknown cause '态度差'" in errors
     assert any(e.startswith(f"{path}:5: fields must be exactly") for e in errors)
@@ -52,14 +56,21 @@ def test_each_problem_is_named_with_its_file_and_line(part):
 
 def test_overused_and_banned_openings_are_refused(part):
     same = [{**row, "text": "我想问问" + row["text"]} for row in GOOD]
-    assert "10 rows start with '我想问问' (3 at most)" in check_parts.check([part(same)])
+    assert "10 rows start with '我想问问' (3 at most)" in errors_of([part(same)])
     banned = [{**row, "text": "客户来电" + row["text"]} if i == 0 else row for i, row in enumerate(GOOD)]
-    assert any("'客户来电', an opening WRITING_BRIEF_2.md bans" in e for e in check_parts.check([part(banned)]))
+    assert any("'客户来电', an opening WRITING_BRIEF_2.md bans" in e for e in errors_of([part(banned)]))
+
+
+def test_a_text_an_existing_part_already_has_is_a_duplicate(part):
+    existing = json.loads((PARTS / "polite_01.jsonl").read_text(encoding="utf-8").splitlines()[0])["text"]
+    rows = [{**GOOD[3], "text": existing}] + GOOD[:3] + GOOD[4:]
+    path = part(rows)
+    assert f"{path}:1: duplicate text" in errors_of([path])
 
 
 def test_templated_lengths_and_escalation_shares_are_reported(part):
     same = [{**row, "text": row["text"][:2] + MEDIUM, "escalated": 1} for row in GOOD]
-    errors = check_parts.check([part(same)])
+    errors = errors_of([part(same)])
     assert any(e.startswith("lengths: 0% under 40 and 0% over 150") for e in errors)
     assert "escalated share 100% (aim: about 30%)" in errors
 
